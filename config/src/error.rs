@@ -1,0 +1,128 @@
+//! Config errors: each names the file, the key path and what is wrong.
+
+use std::fmt;
+
+/// What is wrong at a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The file could not be read.
+    Io {
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The text is not valid TOML.
+    Syntax {
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key the schema does not know (typo, or a key of another section).
+    UnknownKey,
+    /// The value has the wrong type or shape, or a required key is missing.
+    Shape {
+        /// The deserializer's description.
+        message: String,
+    },
+    /// The value has the right type but is not acceptable.
+    Invalid {
+        /// The offending value as written.
+        value: String,
+        /// Why it is rejected and what is expected.
+        reason: String,
+    },
+    /// A name is defined twice.
+    Duplicate {
+        /// What kind of thing (`upstream`, `route`).
+        what: &'static str,
+        /// The repeated name.
+        name: String,
+    },
+    /// A reference to something that is not defined.
+    UnknownReference {
+        /// What kind of thing is referenced (`upstream`, `plugin`).
+        what: &'static str,
+        /// The missing name.
+        name: String,
+    },
+    /// A key of the product contract that this build does not implement yet.
+    Unsupported {
+        /// What is not supported, in words.
+        what: String,
+    },
+}
+
+/// One config problem, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file name as given by the operator.
+    pub file: String,
+    /// Key path such as `routes[2].upstream`; empty for whole-file problems.
+    pub path: String,
+    /// What is wrong.
+    pub kind: ErrorKind,
+}
+
+impl ConfigError {
+    /// Creates an error at `path` in `file`.
+    pub fn new(file: &str, path: impl Into<String>, kind: ErrorKind) -> Self {
+        ConfigError {
+            file: file.to_string(),
+            path: path.into(),
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        match &self.kind {
+            ErrorKind::Io { reason } => write!(f, "cannot read config file: {reason}"),
+            ErrorKind::Syntax {
+                line,
+                column,
+                message,
+            } => write!(f, "line {line}, column {column}: {message}"),
+            ErrorKind::UnknownKey => write!(f, "unknown key"),
+            ErrorKind::Shape { message } => write!(f, "{message}"),
+            ErrorKind::Invalid { value, reason } => write!(f, "invalid value {value:?}: {reason}"),
+            ErrorKind::Duplicate { what, name } => write!(f, "duplicate {what} name {name:?}"),
+            ErrorKind::UnknownReference { what, name } => write!(f, "unknown {what} {name:?}"),
+            ErrorKind::Unsupported { what } => {
+                write!(f, "{what} is not supported by this build yet")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every error found in one config, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

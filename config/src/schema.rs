@@ -1,0 +1,198 @@
+//! The raw TOML schema, as serde types. Values stay as written (strings for durations and
+//! addresses) so that [`compile`](crate) can report each bad one with its key path.
+//!
+//! Sections that hold lists or maps of elements (`upstreams`, `routes`, `plugins`) are first read
+//! as untyped TOML and then deserialized one element at a time.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    /// `[listeners]`.
+    pub listeners: RawListeners,
+    /// `[server]`.
+    pub server: RawServer,
+    /// `[tls]`.
+    pub tls: Option<RawTls>,
+    /// `[admin]`.
+    pub admin: Option<RawAdmin>,
+    /// `[backend]` (not implemented yet: an error when present).
+    pub backend: Option<toml::Value>,
+    /// `[agents]` (not implemented yet: an error when present).
+    pub agents: Option<toml::Value>,
+    /// `[[upstreams]]`, each read later as [`RawUpstream`].
+    pub upstreams: Vec<toml::Value>,
+    /// `[[routes]]`, each read later as [`RawRoute`].
+    pub routes: Vec<toml::Value>,
+    /// `[plugins.NAME]`, each read later according to its `kind`.
+    pub plugins: BTreeMap<String, toml::Value>,
+}
+
+/// `[listeners]`: socket addresses; an omitted listener is off, except `http`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawListeners {
+    /// HTTP/1.1 and h2c; default `0.0.0.0:8080`.
+    pub http: Option<String>,
+    /// TLS with ALPN h2 and http/1.1.
+    pub https: Option<String>,
+    /// QUIC / HTTP/3 (not implemented yet).
+    pub h3: Option<String>,
+    /// Admin API; off when omitted (the shipped config sets `127.0.0.1:9901`).
+    pub admin: Option<String>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    /// Worker threads; env `ORCHESTRA_THREADS` overrides.
+    pub threads: Option<i64>,
+    /// Drain bound on SIGTERM.
+    pub grace_period: Option<String>,
+    /// Directory for generated files (self-signed certificate); default `data`.
+    pub data_dir: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAdmin {
+    /// Bearer token required by the admin API.
+    pub token: Option<String>,
+    /// Name of an environment variable holding the token (used when `token` is absent).
+    pub token_env: Option<String>,
+}
+
+/// `[tls]`: PEM certificate chain and private key.
+#[derive(Debug, Deserialize)]
+pub struct RawTls {
+    /// Certificate chain file.
+    pub cert: String,
+    /// Private key file.
+    pub key: String,
+}
+
+/// One `[[upstreams]]` element.
+#[derive(Debug, Deserialize)]
+pub struct RawUpstream {
+    /// Unique name routes refer to.
+    pub name: String,
+    /// Balancing strategy.
+    pub balancer: Option<String>,
+    /// Affinity key for `consistent_hash` (not implemented yet).
+    pub hash_key: Option<String>,
+    /// `h1`, `h2` or `h2c` toward the targets.
+    pub protocol: Option<String>,
+    /// TLS toward the targets.
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI and certificate name for upstream TLS; default: the target's IP.
+    pub sni: Option<String>,
+    /// Verify the upstream certificate (default true).
+    pub verify: Option<bool>,
+    /// The endpoints.
+    pub targets: Vec<RawTarget>,
+    /// Connect, read, write and idle timeouts.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Active health checks (not implemented yet).
+    pub health_check: Option<toml::Value>,
+    /// Retry policy (not implemented yet).
+    pub retries: Option<toml::Value>,
+    /// Circuit breaker (not implemented yet).
+    pub circuit_breaker: Option<toml::Value>,
+}
+
+/// One target of an upstream.
+#[derive(Debug, Deserialize)]
+pub struct RawTarget {
+    /// `IP:PORT` or `HOST:PORT` (resolved when the config is loaded).
+    pub addr: String,
+    /// Relative weight, default 1.
+    pub weight: Option<i64>,
+}
+
+/// Upstream timeouts, as duration strings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTimeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Option<String>,
+    /// Each read from the upstream, including the wait for the response head.
+    pub read: Option<String>,
+    /// Each write to the upstream.
+    pub write: Option<String>,
+    /// How long a pooled idle connection is kept.
+    pub idle: Option<String>,
+}
+
+/// One `[[routes]]` element.
+#[derive(Debug, Deserialize)]
+pub struct RawRoute {
+    /// Name used in logs and histograms; default `route-N`.
+    pub name: Option<String>,
+    /// Match conditions; all given conditions must hold.
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    /// Name of the upstream to proxy to.
+    pub upstream: String,
+    /// Plugin names, applied in order.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// Remove the matched `path_prefix` before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+/// Route match conditions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawMatch {
+    /// `*`, `exact.host`, or `*.suffix`.
+    pub host: Option<String>,
+    /// Path prefix (starts with `/`).
+    pub path_prefix: Option<String>,
+    /// Exact path (starts with `/`).
+    pub path: Option<String>,
+    /// Allowed methods; absent = any.
+    pub methods: Option<Vec<String>>,
+    /// Headers that must be present with exactly these values.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The `kind` key every `[plugins.NAME]` table has.
+#[derive(Debug, Deserialize)]
+pub struct RawPluginKind {
+    /// Plugin kind (`headers`, ...).
+    pub kind: String,
+}
+
+/// `[plugins.NAME]` with `kind = "headers"`.
+#[derive(Debug, Deserialize)]
+pub struct RawHeadersPlugin {
+    /// Always `headers`.
+    pub kind: String,
+    /// Edits on the request sent upstream.
+    #[serde(default)]
+    pub request: RawHeaderRules,
+    /// Edits on the response sent to the client.
+    #[serde(default)]
+    pub response: RawHeaderRules,
+}
+
+/// Header edits for one direction.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawHeaderRules {
+    /// Replace these headers.
+    pub set: BTreeMap<String, String>,
+    /// Append these headers.
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    pub remove: Vec<String>,
+}

@@ -1,0 +1,139 @@
+//! The compiled, immutable runtime snapshot.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestra_lb::Balancer;
+use orchestra_plugins::Plugin;
+
+use crate::RouteTable;
+
+/// Everything a request needs, compiled once per config version.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Listener addresses.
+    pub listeners: Listeners,
+    /// Process settings.
+    pub server: ServerSettings,
+    /// Admin API settings.
+    pub admin: AdminSettings,
+    /// Configured certificate, or `None` for the generated self-signed one.
+    pub tls: Option<TlsFiles>,
+    /// Upstreams in file order; routes refer to them by index.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Routes in file order.
+    pub routes: RouteTable,
+    /// `[plugins.*]` definitions by name.
+    pub plugins: HashMap<String, PluginDef>,
+}
+
+/// A plugin instance with the definition it was built from (to reuse it across reloads).
+#[derive(Debug, Clone)]
+pub struct PluginDef {
+    /// The `[plugins.NAME]` table as written.
+    pub definition: toml::Value,
+    /// The shared instance.
+    pub plugin: Arc<dyn Plugin>,
+}
+
+/// Listener addresses (`None` = off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listeners {
+    /// HTTP/1.1 + h2c.
+    pub http: Option<SocketAddr>,
+    /// TLS, ALPN h2 + http/1.1.
+    pub https: Option<SocketAddr>,
+    /// Admin API.
+    pub admin: Option<SocketAddr>,
+}
+
+/// `[admin]` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Bearer token the admin API requires (`None` = open; bind it to loopback).
+    pub token: Option<String>,
+}
+
+/// `[server]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Worker threads (before the `ORCHESTRA_THREADS` override).
+    pub threads: usize,
+    /// Drain bound on SIGTERM.
+    pub grace_period: Duration,
+    /// Directory for generated files.
+    pub data_dir: PathBuf,
+}
+
+/// Certificate and key files for the TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Wire protocol toward an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (also what WebSocket upgrades need).
+    H1,
+    /// HTTP/2 negotiated over TLS.
+    H2,
+    /// HTTP/2 with prior knowledge over cleartext.
+    H2c,
+}
+
+/// TLS toward an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// SNI and name to verify; empty = the target's IP.
+    pub sni: String,
+    /// Verify the certificate chain and name.
+    pub verify: bool,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connect (TCP + TLS).
+    pub connect: Duration,
+    /// Each read, including waiting for the response head.
+    pub read: Duration,
+    /// Each write.
+    pub write: Duration,
+    /// Idle time of a pooled connection.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One upstream: its targets behind a balancer, and how to talk to them.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Upstream name.
+    pub name: Arc<str>,
+    /// Protocol toward the targets.
+    pub protocol: UpstreamProtocol,
+    /// TLS toward the targets, if any.
+    pub tls: Option<UpstreamTls>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// The balancing strategy, holding the targets.
+    pub balancer: Box<dyn Balancer>,
+    /// The `[[upstreams]]` element as written (to reuse the upstream across reloads).
+    pub definition: toml::Value,
+}

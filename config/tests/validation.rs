@@ -1,0 +1,212 @@
+//! Config validation: every error reported at once, each with its key path.
+
+use orchestra_config::{from_str, ErrorKind, HostMatch, PathMatch, UpstreamProtocol};
+
+const VALID: &str = r#"
+[listeners]
+http = "127.0.0.1:8080"
+https = "127.0.0.1:8443"
+
+[server]
+threads = 3
+grace_period = "5s"
+
+[[upstreams]]
+name = "api"
+protocol = "h2c"
+targets = [ { addr = "127.0.0.1:3001", weight = 3 }, { addr = "localhost:3002" } ]
+timeouts = { connect = "250ms", read = "2s" }
+
+[[routes]]
+name = "api"
+match = { host = "*.example.com", path_prefix = "/api/", methods = ["get", "POST"], headers = { "x-env" = "canary" } }
+upstream = "api"
+plugins = ["h"]
+strip_prefix = true
+
+[[routes]]
+match = { path = "/exact" }
+upstream = "api"
+
+[plugins.h]
+kind = "headers"
+request = { set = { "x-a" = "1" }, remove = ["x-b"] }
+"#;
+
+#[test]
+fn valid_config_compiles() {
+    let s = from_str(VALID, "valid.toml").expect("valid config");
+    assert_eq!(s.server.threads, 3);
+    assert_eq!(s.server.grace_period.as_secs(), 5);
+    assert_eq!(s.upstreams.len(), 1);
+    let u = &s.upstreams[0];
+    assert_eq!(u.protocol, UpstreamProtocol::H2c);
+    assert_eq!(u.timeouts.connect.as_millis(), 250);
+    assert_eq!(u.balancer.targets().len(), 2);
+    assert_eq!(u.balancer.targets()[0].weight, 3);
+    let routes = s.routes.routes();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0].host, HostMatch::Suffix(".example.com".into()));
+    assert_eq!(routes[0].path, PathMatch::Prefix("/api/".into()));
+    assert_eq!(routes[0].methods.as_ref().map(Vec::len), Some(2));
+    assert_eq!(routes[0].chain.names().collect::<Vec<_>>(), vec!["h"]);
+    assert_eq!(
+        &*routes[1].name, "route-1",
+        "unnamed routes get a positional name"
+    );
+}
+
+#[test]
+fn defaults_apply_when_omitted() {
+    let s = from_str(
+        "[[upstreams]]\nname = \"u\"\ntargets = [{ addr = \"127.0.0.1:1\" }]\n",
+        "min.toml",
+    )
+    .expect("minimal config");
+    assert_eq!(s.listeners.http.map(|a| a.port()), Some(8080));
+    assert_eq!(s.listeners.https, None);
+    assert_eq!(s.server.grace_period.as_secs(), 30);
+    assert_eq!(s.upstreams[0].timeouts.read.as_secs(), 30);
+}
+
+fn paths(text: &str) -> Vec<String> {
+    let errs = from_str(text, "bad.toml").expect_err("config must be rejected");
+    for e in &errs.0 {
+        assert_eq!(e.file, "bad.toml");
+        assert!(e.to_string().starts_with("bad.toml: "), "{e}");
+    }
+    errs.0.into_iter().map(|e| e.path).collect()
+}
+
+#[test]
+fn every_error_is_reported_with_its_key_path() {
+    let text = r#"
+[listeners]
+http = "nope"
+
+[server]
+grace_period = "10 parsecs"
+
+[[upstreams]]
+name = "api"
+balancer = "bogus"
+targets = []
+timeouts = { read = "5", conect = "1s" }
+
+[[upstreams]]
+name = "api"
+targets = [ { addr = "127.0.0.1:1" }, { addr = "no-such-host.invalid:80" } ]
+
+[[routes]]
+match = { pathprefix = "/x" }
+upstream = "nope"
+plugins = ["missing"]
+
+[[routes]]
+match = { path = "relative" }
+upstream = "api"
+"#;
+    let got = paths(text);
+    for want in [
+        "listeners.http",
+        "server.grace_period",
+        "upstreams[0].balancer",
+        "upstreams[0].targets",
+        "upstreams[0].timeouts.read",
+        "upstreams[0].timeouts.conect",
+        "upstreams[1].name",
+        "upstreams[1].targets[1].addr",
+        "routes[0].match.pathprefix",
+        "routes[0].upstream",
+        "routes[0].plugins[0]",
+        "routes[1].match.path",
+    ] {
+        assert!(got.iter().any(|p| p == want), "missing {want} in {got:#?}");
+    }
+    assert_eq!(got.len(), 12, "exactly the expected errors: {got:#?}");
+}
+
+#[test]
+fn shape_error_in_one_route_does_not_hide_the_next() {
+    let text = r#"
+[[upstreams]]
+name = "u"
+targets = [{ addr = "127.0.0.1:1" }]
+
+[[routes]]
+upstream = 5
+
+[[routes]]
+upstream = "missing"
+"#;
+    assert_eq!(
+        paths(text),
+        vec!["routes[0].upstream", "routes[1].upstream"]
+    );
+}
+
+#[test]
+fn unsupported_contract_keys_are_errors_not_silence() {
+    let text = r#"
+[listeners]
+h3 = "0.0.0.0:8443"
+
+[backend]
+url = "http://127.0.0.1:7070"
+
+[[upstreams]]
+name = "u"
+targets = [{ addr = "127.0.0.1:1" }]
+health_check = { path = "/healthz" }
+
+[plugins.rl]
+kind = "rate_limit"
+"#;
+    let errs = from_str(text, "u.toml").expect_err("unsupported keys");
+    let unsupported: Vec<_> = errs
+        .0
+        .iter()
+        .filter(|e| matches!(e.kind, ErrorKind::Unsupported { .. }))
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(
+        unsupported,
+        vec![
+            "backend",
+            "listeners.h3",
+            "plugins.rl.kind",
+            "upstreams[0].health_check"
+        ]
+    );
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let errs = from_str("a = 1\nb = [\n", "syn.toml").expect_err("syntax");
+    assert_eq!(errs.0.len(), 1);
+    assert!(
+        matches!(errs.0[0].kind, ErrorKind::Syntax { line, .. } if line >= 2),
+        "{:?}",
+        errs.0[0]
+    );
+}
+
+#[test]
+fn inconsistent_upstream_protocol_and_tls() {
+    let text = r#"
+[[upstreams]]
+name = "a"
+protocol = "h2"
+targets = [{ addr = "127.0.0.1:1" }]
+
+[[upstreams]]
+name = "b"
+protocol = "h2c"
+tls = true
+targets = [{ addr = "127.0.0.1:1" }]
+"#;
+    assert_eq!(
+        paths(text),
+        vec!["upstreams[0].protocol", "upstreams[1].protocol"]
+    );
+}

@@ -1,0 +1,112 @@
+//! Errors the gateway answers itself, mapped in one place to a status code, a platform error
+//! code and a JSON body: `{"error": {"code": "...", "message": "...", "request_id": "..."}}`.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use orchestra_plugins::Reject;
+
+/// Why the gateway answered a request itself.
+#[derive(Debug, Clone)]
+pub enum GatewayError {
+    /// No route matched.
+    NoRoute,
+    /// The upstream could not be reached (connect refused or timed out, TLS failure, reset).
+    UpstreamUnavailable {
+        /// Upstream name.
+        upstream: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The upstream did not answer within its read timeout.
+    UpstreamTimeout {
+        /// Upstream name.
+        upstream: String,
+    },
+    /// The upstream has no target that can take the request.
+    NoTarget {
+        /// Upstream name.
+        upstream: String,
+    },
+    /// The request is malformed.
+    BadRequest(String),
+    /// A plugin rejected the request.
+    Rejected(Reject),
+    /// A bug or an unexpected condition inside the gateway.
+    Internal(String),
+}
+
+impl GatewayError {
+    /// HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::NoTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Rejected(r) => r.status,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Platform error code (SPEC.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NoRoute => "NO_ROUTE",
+            GatewayError::UpstreamUnavailable { .. } | GatewayError::NoTarget { .. } => {
+                "UPSTREAM_UNAVAILABLE"
+            }
+            GatewayError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
+            GatewayError::BadRequest(_) => "PARAM_001",
+            GatewayError::Rejected(r) => r.code,
+            GatewayError::Internal(_) => "SYS_001",
+        }
+    }
+
+    /// Human-readable message for the body and the log.
+    pub fn message(&self) -> String {
+        match self {
+            GatewayError::NoRoute => "no route matches this request".into(),
+            GatewayError::UpstreamUnavailable { upstream, reason } => {
+                format!("upstream {upstream:?} is unavailable: {reason}")
+            }
+            GatewayError::UpstreamTimeout { upstream } => {
+                format!("upstream {upstream:?} did not answer in time")
+            }
+            GatewayError::NoTarget { upstream } => {
+                format!("upstream {upstream:?} has no available target")
+            }
+            GatewayError::BadRequest(m) => m.clone(),
+            GatewayError::Rejected(r) => r.message.clone(),
+            GatewayError::Internal(m) => format!("internal error: {m}"),
+        }
+    }
+
+    /// Extra headers the answer carries (e.g. `Retry-After` from a rate limiter).
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        match self {
+            GatewayError::Rejected(r) => &r.headers,
+            _ => &[],
+        }
+    }
+
+    /// The JSON body for this error.
+    pub fn body(&self, request_id: &str) -> Bytes {
+        let v = serde_json::json!({
+            "error": {
+                "code": self.code(),
+                "message": self.message(),
+                "request_id": request_id,
+            }
+        });
+        Bytes::from(v.to_string())
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl std::error::Error for GatewayError {}

@@ -1,0 +1,331 @@
+//! The pingora front: HTTP/1.1, HTTP/2 (h2c and TLS) and WebSocket, as a thin [`ProxyHttp`]
+//! adapter over the [`Pipeline`]. Each phase below only translates pingora's types and calls the
+//! pipeline; routing, plugins, balancing and logging happen there.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use orchestra_plugins::HeaderOps;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::error::GatewayError;
+use crate::pipeline::{ErrorResponse, Pipeline, Protocol, RequestCtx, RequestHead};
+use crate::upstream::http_peer;
+use crate::ws_tunnel;
+
+/// The pingora-facing proxy; one instance serves every listener.
+#[derive(Debug, Clone)]
+pub struct PingoraFront {
+    pipeline: Pipeline,
+}
+
+impl PingoraFront {
+    /// Creates the front over the shared pipeline.
+    pub fn new(pipeline: Pipeline) -> Self {
+        PingoraFront { pipeline }
+    }
+}
+
+/// Borrowed view of the request head in pingora's types.
+fn head_of<'a>(req: &'a RequestHeader, client_ip: Option<IpAddr>) -> RequestHead<'a> {
+    let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    RequestHead {
+        method: &req.method,
+        host,
+        path: req.uri.path(),
+        headers: &req.headers,
+        client_ip,
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// [`HeaderOps`] over pingora's request header (which keeps a case map beside the `HeaderMap`).
+pub struct PingoraRequestHeaders<'a>(pub &'a mut RequestHeader);
+/// [`HeaderOps`] over pingora's response header.
+pub struct PingoraResponseHeaders<'a>(pub &'a mut ResponseHeader);
+
+macro_rules! pingora_header_ops {
+    ($t:ident) => {
+        impl HeaderOps for $t<'_> {
+            fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+                self.0.headers.get(name)
+            }
+            fn set(&mut self, name: HeaderName, value: HeaderValue) {
+                // Only fails on invalid names/values, which the types already exclude.
+                let _ = self.0.insert_header(name, value);
+            }
+            fn append(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.0.append_header(name, value);
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.0.remove_header(name);
+            }
+        }
+    };
+}
+pingora_header_ops!(PingoraRequestHeaders);
+pingora_header_ops!(PingoraResponseHeaders);
+
+/// Writes a complete gateway-generated response.
+async fn write_local(
+    session: &mut Session,
+    pipeline: &Pipeline,
+    ctx: &RequestCtx,
+    status: StatusCode,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
+    for (n, v) in headers {
+        resp.append_header(n.clone(), v.clone())?;
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    pipeline.on_response(ctx, status, &mut PingoraResponseHeaders(&mut resp));
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+async fn write_error(
+    session: &mut Session,
+    pipeline: &Pipeline,
+    ctx: &mut RequestCtx,
+    err: GatewayError,
+) -> Result<()> {
+    let ErrorResponse {
+        status,
+        headers,
+        body,
+    } = pipeline.error_response(ctx, err);
+    write_local(session, pipeline, ctx, status, &headers, body).await
+}
+
+/// Maps a pingora proxy error to the gateway's error for the client.
+fn classify(e: &Error, ctx: &RequestCtx) -> Option<GatewayError> {
+    let upstream = ctx
+        .picked
+        .as_ref()
+        .map(|p| p.upstream.name.to_string())
+        .unwrap_or_default();
+    match (e.esource(), e.etype()) {
+        (_, ErrorType::HTTPStatus(code)) if *code == 400 => {
+            Some(GatewayError::BadRequest("malformed request".into()))
+        }
+        (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            Some(GatewayError::UpstreamTimeout { upstream })
+        }
+        (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable {
+            upstream,
+            reason: e.etype().as_str().to_string(),
+        }),
+        (ErrorSource::Downstream, _) => None,
+        _ => Some(GatewayError::Internal(e.etype().as_str().to_string())),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for PingoraFront {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        self.pipeline.begin(Protocol::H1)
+    }
+
+    /// Identity, built-in endpoints, routing, the request side of the plugin chain, and
+    /// WebSocket upgrades (tunnelled by [`ws_tunnel`]). `Ok(true)` = answered here.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let ip = client_ip(session);
+        ctx.protocol = if session.is_http2() {
+            Protocol::H2
+        } else if session.is_upgrade_req() {
+            Protocol::Ws
+        } else {
+            Protocol::H1
+        };
+        {
+            let head = head_of(session.req_header(), ip);
+            self.pipeline.identify(ctx, &head);
+            if let Some(local) = self.pipeline.builtin(&head) {
+                let json = [(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )];
+                write_local(
+                    session,
+                    &self.pipeline,
+                    ctx,
+                    local.status,
+                    &json,
+                    local.body,
+                )
+                .await?;
+                return Ok(true);
+            }
+            if let Err(e) = self.pipeline.route(ctx, &head) {
+                write_error(session, &self.pipeline, ctx, e).await?;
+                return Ok(true);
+            }
+        }
+        let result = self.pipeline.on_request(
+            ctx,
+            ip,
+            &mut PingoraRequestHeaders(session.req_header_mut()),
+        );
+        if let Err(e) = result {
+            write_error(session, &self.pipeline, ctx, e).await?;
+            return Ok(true);
+        }
+        if ctx.protocol == Protocol::Ws && ws_tunnel::can_tunnel(ctx) {
+            if let Err(e) = ws_tunnel::run(session, &self.pipeline, ctx).await {
+                if session.response_written().is_none() {
+                    write_error(session, &self.pipeline, ctx, e).await?;
+                }
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        match self.pipeline.pick(ctx) {
+            Ok(p) => Ok(http_peer(&p.upstream, p.addr, session.is_upgrade_req())),
+            Err(e) => {
+                let status = e.status().as_u16();
+                ctx.error = Some(e);
+                Error::e_explain(ErrorType::HTTPStatus(status), "no target")
+            }
+        }
+    }
+
+    /// Path rewrite (`strip_prefix`) and `Host` for HTTP/2 clients talking to HTTP/1.1 upstreams.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let pq = upstream_request
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        if let Some(path) = self.pipeline.upstream_path(ctx, pq) {
+            let uri = http::Uri::builder()
+                .path_and_query(path)
+                .build()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewritten path", e))?;
+            upstream_request.set_uri(uri);
+        }
+        if upstream_request.headers.get(http::header::HOST).is_none() {
+            if let Some(auth) = upstream_request.uri.authority().cloned() {
+                upstream_request.insert_header(http::header::HOST, auth.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.pipeline.upstream_responded(ctx);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status;
+        self.pipeline
+            .on_response(ctx, status, &mut PingoraResponseHeaders(resp));
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        self.pipeline.attempt_failed(ctx);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let err = ctx.error.take().or_else(|| classify(e, ctx));
+        if matches!(
+            err,
+            Some(GatewayError::UpstreamTimeout { .. } | GatewayError::UpstreamUnavailable { .. })
+        ) {
+            self.pipeline.attempt_failed(ctx);
+        }
+        let code = match err {
+            Some(err) if session.response_written().is_none() => {
+                let status = err.status().as_u16();
+                if let Err(we) = write_error(session, &self.pipeline, ctx, err).await {
+                    tracing::debug!(error = %we, "could not send error response");
+                }
+                status
+            }
+            Some(err) => {
+                ctx.error = Some(err);
+                0
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let bytes = session.body_bytes_sent();
+        self.pipeline.finish(ctx, status, bytes);
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Errors the gateway answered are already in the access log with their code.
+        ctx.error.is_some()
+    }
+}

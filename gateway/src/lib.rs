@@ -1,0 +1,39 @@
+//! Orchestra Gateway: the edge proxy of AI Orchestra.
+//!
+//! A request's whole path, one file per step (see `ARCHITECTURE.md`):
+//!
+//! | file | what it does |
+//! |---|---|
+//! | [`listener`] | binds the sockets (HTTP/1.1 + h2c, TLS with ALPN h2/http/1.1) on pingora's server |
+//! | [`front`] | the pingora `ProxyHttp` adapter: translates pingora phases into pipeline calls |
+//! | [`pipeline`] | the protocol-agnostic request pipeline: route → plugins → pick → upstream → record |
+//! | [`upstream`] | how a picked target becomes a pingora `HttpPeer` (protocol, TLS, timeouts) |
+//! | [`ws_tunnel`] | WebSocket upgrades: the handshake and the byte tunnel after `101` |
+//! | [`error`] | gateway errors, their status codes and JSON bodies |
+//! | [`request_id`] | `x-request-id` and W3C `traceparent` |
+//! | [`access_log`] | one JSON line per request |
+//! | [`tls`] | the listener certificate: configured files or a generated self-signed one |
+//! | [`state`] | the live state shared by all requests: config snapshot, in-flight count |
+//! | [`reload`] | hot-swapped config: validate, carry state over, swap, history, rollback, file watch |
+//! | [`admin`] | the admin API: config, reload, upstreams, histograms, Prometheus metrics |
+//! | [`admin_client`] | the `stats` and `reload` subcommands (clients of the admin API) |
+//! | [`shutdown`] | the control plane: signals, graceful drain |
+//!
+//! Routing, balancing and plugins themselves live in the `orchestra-config`, `orchestra-lb` and
+//! `orchestra-plugins` crates; this crate wires them to the network.
+
+pub mod access_log;
+pub mod admin;
+pub mod admin_client;
+pub mod error;
+pub mod front;
+pub mod listener;
+pub mod logging;
+pub mod pipeline;
+pub mod reload;
+pub mod request_id;
+pub mod shutdown;
+pub mod state;
+pub mod tls;
+pub mod upstream;
+pub mod ws_tunnel;

@@ -1,0 +1,149 @@
+//! Listeners on pingora's server: TCP `http` (HTTP/1.1 and h2c prior knowledge on one port) and
+//! TCP `https` (TLS via rustls, ALPN `h2` then `http/1.1`).
+//!
+//! pingora runs the listeners on its own runtime threads; [`start`] spawns it on a thread of its
+//! own so the main thread can own signals (see [`crate::shutdown`]).
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orchestra_config::Snapshot;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::ALPN;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use rustls::sign::SingleCertAndKey;
+
+use crate::front::PingoraFront;
+use crate::pipeline::Pipeline;
+use crate::shutdown::ControlledShutdown;
+use crate::state::GatewayState;
+use crate::tls::ListenerCert;
+
+/// Why the listeners could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// A listener did not accept connections in time (address in use, permissions...).
+    #[error("listener {name} on {addr} did not come up within {waited:?} (address in use? see the log above)")]
+    NotUp {
+        /// `http` or `https`.
+        name: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The server thread could not be spawned.
+    #[error("cannot spawn the server thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Worker threads: `ORCHESTRA_THREADS` when set to a positive number, else the config's.
+pub fn worker_threads(snapshot: &Snapshot) -> usize {
+    std::env::var("ORCHESTRA_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=1024).contains(n))
+        .unwrap_or(snapshot.server.threads)
+}
+
+/// Builds pingora's server with the gateway's listeners and starts it on its own thread.
+pub fn start(
+    state: &Arc<GatewayState>,
+    cert: Option<&ListenerCert>,
+    shutdown: ControlledShutdown,
+) -> Result<std::thread::JoinHandle<()>, ListenerError> {
+    let snapshot = state.snapshot();
+    let conf = ServerConf {
+        threads: worker_threads(&snapshot),
+        grace_period_seconds: Some(snapshot.server.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let conf = Arc::clone(&server.configuration);
+
+    let mut service = http_proxy_service_with_name(
+        &conf,
+        PingoraFront::new(Pipeline::new(Arc::clone(state))),
+        "orchestra-gateway",
+    );
+    if let Some(app) = service.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    if let Some(addr) = snapshot.listeners.http {
+        service.add_tcp(&addr.to_string());
+    }
+    if let (Some(addr), Some(cert)) = (snapshot.listeners.https, cert) {
+        let mut tls = match TlsSettings::intermediate("", "") {
+            Ok(t) => t,
+            Err(e) => unreachable_tls(e),
+        };
+        tls.set_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(
+            &cert.certified,
+        ))));
+        tls.set_alpn(ALPN::H2H1);
+        service.add_tls_with_settings(&addr.to_string(), None, tls);
+    }
+    server.add_service(service);
+
+    let handle = std::thread::Builder::new()
+        .name("pingora-server".into())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(shutdown),
+            })
+        })
+        .map_err(ListenerError::Spawn)?;
+    Ok(handle)
+}
+
+fn unreachable_tls(e: Box<pingora::Error>) -> ! {
+    // `TlsSettings::intermediate` only builds a struct; it has no failure path today.
+    tracing::error!(error = %e, "pingora TLS settings");
+    std::process::exit(1)
+}
+
+/// Waits until every configured listener accepts TCP connections.
+pub fn wait_until_up(snapshot: &Snapshot, timeout: Duration) -> Result<(), ListenerError> {
+    let listeners = [
+        ("http", snapshot.listeners.http),
+        ("https", snapshot.listeners.https),
+    ];
+    for (name, addr) in listeners {
+        let Some(addr) = addr else { continue };
+        let probe = connectable(addr);
+        let start = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if start.elapsed() >= timeout {
+                return Err(ListenerError::NotUp {
+                    name,
+                    addr,
+                    waited: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// The address to probe a listener at: a wildcard bind is probed on loopback.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}

@@ -1,0 +1,216 @@
+//! `orchestra-gateway`: run the gateway, check a config, or talk to a running gateway.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use orchestra_gateway::admin_client;
+use orchestra_gateway::logging::{self, LogFormat};
+use orchestra_gateway::shutdown::ControlPlane;
+use orchestra_gateway::state::GatewayState;
+use orchestra_gateway::{listener, shutdown, tls};
+
+/// The edge gateway of AI Orchestra: HTTP/1.1, HTTP/2 and WebSocket in front of the platform's
+/// upstreams.
+#[derive(Debug, Parser)]
+#[command(name = "orchestra-gateway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for `run`, the default, and `check`).
+    #[arg(short, long, global = true, default_value = orchestra_config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Log line format on stderr; level from RUST_LOG (default info).
+    #[arg(long, global = true, value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct AdminArgs {
+    /// Admin API of the running gateway.
+    #[arg(long, default_value = "http://127.0.0.1:9901")]
+    admin: String,
+    /// Bearer token of the admin API.
+    #[arg(long, env = "ORCHESTRA_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate a config: print every error and exit 1, or a one-line summary and exit 0.
+    Check,
+    /// Print the latency histograms of a running gateway as a table.
+    Stats {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Window: 1m, 5m or total.
+        #[arg(long, default_value = "1m")]
+        window: String,
+    },
+    /// Ask a running gateway to re-read its config file.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(&cli.config),
+        Command::Run => {
+            logging::init(cli.log_format);
+            run(&cli.config)
+        }
+        Command::Stats { admin, window } => {
+            let path = format!("/admin/histograms?window={window}");
+            client(&admin, http::Method::GET, &path, |body| {
+                admin_client::stats_table(&body)
+            })
+        }
+        Command::Reload { admin } => client(&admin, http::Method::POST, "/admin/reload", Ok),
+    }
+}
+
+fn client(
+    admin: &AdminArgs,
+    method: http::Method,
+    path: &str,
+    render: impl FnOnce(String) -> Result<String, String>,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(admin_client::call(
+        &admin.admin,
+        admin.token.as_deref(),
+        method,
+        path,
+    ));
+    match result.map_err(|e| e.to_string()).and_then(render) {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match orchestra_config::load(path) {
+        Ok(s) => {
+            println!(
+                "{}: ok: {} routes, {} upstreams, {} plugins",
+                path.display(),
+                s.routes.len(),
+                s.upstreams.len(),
+                s.plugins.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(config = %path.display(), error = %e, "cannot read config file");
+            return ExitCode::FAILURE;
+        }
+    };
+    let snapshot = match orchestra_config::from_str(&text, &path.display().to_string()) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(error = %e, "invalid config");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let cert = match snapshot.listeners.https {
+        Some(_) => match tls::listener_cert(&snapshot) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let threads = listener::worker_threads(&snapshot);
+    let admin = match snapshot.listeners.admin {
+        Some(addr) => match std::net::TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind the admin listener");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    // One recording shard per data-plane thread, plus spare ones for other runtimes.
+    let state = GatewayState::new(snapshot, &text, threads * 2 + 2);
+    state.history.set_path(path);
+    let live = state.live();
+    tracing::info!(
+        config = %path.display(),
+        version = live.version,
+        sha256 = %live.sha256,
+        http = ?live.listeners.http,
+        https = ?live.listeners.https,
+        admin = ?live.listeners.admin,
+        threads,
+        routes = live.routes.len(),
+        upstreams = live.upstreams.len(),
+        "starting orchestra-gateway {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let (trigger, watcher) = shutdown::channel();
+    let server = match listener::start(&state, cert.as_ref(), watcher) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start listeners");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = listener::wait_until_up(&live, Duration::from_secs(10)) {
+        tracing::error!(error = %e, "listeners");
+        return ExitCode::FAILURE;
+    }
+    if server.is_finished() {
+        tracing::error!("the server thread exited during start-up");
+        return ExitCode::FAILURE;
+    }
+    drop(live);
+    state.set_ready(true);
+    tracing::info!("ready");
+    shutdown::run_control_plane(
+        trigger,
+        state,
+        ControlPlane {
+            admin,
+            watch_interval: Some(Duration::from_millis(500)),
+        },
+    )
+}

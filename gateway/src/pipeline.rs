@@ -1,0 +1,409 @@
+//! The request pipeline every front calls: one code path for HTTP/1.1, HTTP/2, WebSocket and
+//! (later) HTTP/3.
+//!
+//! ```text
+//! begin ─► builtin? ─► route ─► on_request (plugins, identity headers) ─► pick ─► [front proxies]
+//!                                                        on_response (plugins, x-request-id) ◄─┘
+//!                                                                 finish (stats, access log) ◄─┘
+//! ```
+//!
+//! A front owns the sockets and the protocol; it creates a [`RequestCtx`] per request with
+//! [`Pipeline::begin`], calls the phases in order, and hands header access to the pipeline through
+//! [`HeaderOps`]. State that outlives a request lives in the config snapshot (routes, balancers,
+//! plugins) or in [`GatewayState`], never in the front.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use orchestra_config::{RouteRequest, Upstream};
+use orchestra_lb::{InFlightGuard, PickContext};
+use orchestra_plugins::{HeaderOps, PluginCtx, RequestView};
+
+use crate::access_log::{self, AccessRecord};
+use crate::error::GatewayError;
+use crate::request_id::{RequestIdentity, TRACEPARENT, X_REQUEST_ID};
+use crate::state::{GatewayState, InFlight, Live};
+
+/// The protocol a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.x.
+    H1,
+    /// HTTP/2 (h2c or TLS).
+    H2,
+    /// HTTP/3.
+    H3,
+    /// A WebSocket upgrade over HTTP/1.1.
+    Ws,
+}
+
+impl Protocol {
+    /// Label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::H1 => "h1",
+            Protocol::H2 => "h2",
+            Protocol::H3 => "h3",
+            Protocol::Ws => "ws",
+        }
+    }
+}
+
+/// The target chosen for one attempt.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// The target's address.
+    pub addr: SocketAddr,
+}
+
+/// Per-request state, owned by the front for the request's lifetime.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// The config this request runs on from start to end.
+    pub snapshot: Arc<Live>,
+    /// Front protocol.
+    pub protocol: Protocol,
+    /// `x-request-id` and `traceparent`.
+    pub identity: Option<RequestIdentity>,
+    /// Index of the matched route.
+    pub route: Option<usize>,
+    /// The target of the current attempt.
+    pub picked: Option<Picked>,
+    /// Values plugins share within the request.
+    pub plugin_ctx: PluginCtx,
+    /// The error the gateway answered with, if any.
+    pub error: Option<GatewayError>,
+    method: Method,
+    path: String,
+    started: Instant,
+    upstream_latency: Option<std::time::Duration>,
+    target_slot: Option<InFlightGuard>,
+    _in_flight: InFlight,
+}
+
+impl RequestCtx {
+    /// The matched route's upstream, once routed.
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        let route = self.snapshot.routes.routes().get(self.route?)?;
+        self.snapshot.upstreams.get(route.upstream)
+    }
+
+    /// The request id (empty before [`Pipeline::identify`]).
+    pub fn request_id(&self) -> &str {
+        self.identity
+            .as_ref()
+            .map(RequestIdentity::request_id_str)
+            .unwrap_or("")
+    }
+}
+
+/// What a front passes to the pipeline about a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Host from `:authority` or `Host`.
+    pub host: Option<&'a str>,
+    /// Path (no query).
+    pub path: &'a str,
+    /// Request headers as received.
+    pub headers: &'a HeaderMap,
+    /// Peer IP.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// A response the gateway produces without an upstream (health endpoints).
+#[derive(Debug)]
+pub struct LocalResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// JSON body.
+    pub body: Bytes,
+}
+
+/// The pipeline: a handle on the shared state, cheap to clone into every front.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    state: Arc<GatewayState>,
+}
+
+impl Pipeline {
+    /// Creates the pipeline over the gateway's shared state.
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Pipeline { state }
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<GatewayState> {
+        &self.state
+    }
+
+    /// Starts a request: loads the current snapshot and counts the request in flight.
+    pub fn begin(&self, protocol: Protocol) -> RequestCtx {
+        RequestCtx {
+            snapshot: self.state.snapshot(),
+            protocol,
+            identity: None,
+            route: None,
+            picked: None,
+            plugin_ctx: PluginCtx::default(),
+            error: None,
+            method: Method::GET,
+            path: String::new(),
+            started: Instant::now(),
+            upstream_latency: None,
+            target_slot: None,
+            _in_flight: self.state.enter(),
+        }
+    }
+
+    /// Records the request head and derives `x-request-id` / `traceparent`.
+    pub fn identify(&self, ctx: &mut RequestCtx, head: &RequestHead<'_>) {
+        ctx.method = head.method.clone();
+        ctx.path = head.path.to_owned();
+        ctx.identity = Some(RequestIdentity::from_headers(head.headers));
+    }
+
+    /// Answers the built-in endpoints (`/healthz`, `/readyz`) before routing.
+    pub fn builtin(&self, head: &RequestHead<'_>) -> Option<LocalResponse> {
+        if head.method != Method::GET && head.method != Method::HEAD {
+            return None;
+        }
+        match head.path {
+            "/healthz" => Some(LocalResponse {
+                status: StatusCode::OK,
+                body: Bytes::from_static(br#"{"status":"ok"}"#),
+            }),
+            "/readyz" if self.state.is_ready() => Some(LocalResponse {
+                status: StatusCode::OK,
+                body: Bytes::from_static(br#"{"status":"ready"}"#),
+            }),
+            "/readyz" => Some(LocalResponse {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: Bytes::from_static(br#"{"status":"starting"}"#),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Finds the route: first match in file order.
+    pub fn route(&self, ctx: &mut RequestCtx, head: &RequestHead<'_>) -> Result<(), GatewayError> {
+        let req = RouteRequest {
+            host: head.host,
+            path: head.path,
+            method: head.method,
+            headers: head.headers,
+        };
+        let (i, _) = ctx
+            .snapshot
+            .routes
+            .find(&req)
+            .ok_or(GatewayError::NoRoute)?;
+        ctx.route = Some(i);
+        Ok(())
+    }
+
+    /// Runs the route's plugin chain on the headers going upstream, then sets the identity
+    /// headers (`x-request-id`, `traceparent`) so no plugin can drop them.
+    pub fn on_request(
+        &self,
+        ctx: &mut RequestCtx,
+        client_ip: Option<IpAddr>,
+        upstream_headers: &mut dyn HeaderOps,
+    ) -> Result<(), GatewayError> {
+        let snapshot = Arc::clone(&ctx.snapshot);
+        if let Some(route) = ctx.route.and_then(|i| snapshot.routes.routes().get(i)) {
+            if !route.chain.is_empty() {
+                let mut view = RequestView {
+                    method: &ctx.method,
+                    path: &ctx.path,
+                    headers: upstream_headers,
+                    client_ip,
+                    ctx: &mut ctx.plugin_ctx,
+                };
+                route
+                    .chain
+                    .on_request(&mut view)
+                    .map_err(GatewayError::Rejected)?;
+            }
+        }
+        if let Some(id) = &ctx.identity {
+            upstream_headers.set(HeaderName::from_static(X_REQUEST_ID), id.request_id.clone());
+            upstream_headers.set(HeaderName::from_static(TRACEPARENT), id.traceparent.clone());
+        }
+        Ok(())
+    }
+
+    /// The path and query to send upstream, when the route rewrites it (`strip_prefix`).
+    pub fn upstream_path(&self, ctx: &RequestCtx, path_and_query: &str) -> Option<String> {
+        let route = ctx.snapshot.routes.routes().get(ctx.route?)?;
+        route.rewrite_path(path_and_query)
+    }
+
+    /// Picks a target of the route's upstream for one attempt.
+    pub fn pick(&self, ctx: &mut RequestCtx) -> Result<Picked, GatewayError> {
+        let upstream = ctx
+            .upstream()
+            .cloned()
+            .ok_or_else(|| GatewayError::Internal("pick before route".into()))?;
+        let balancer = &upstream.balancer;
+        let i = balancer
+            .pick(&PickContext::default())
+            .ok_or_else(|| GatewayError::NoTarget {
+                upstream: upstream.name.to_string(),
+            })?;
+        let target = balancer
+            .targets()
+            .get(i)
+            .ok_or_else(|| GatewayError::Internal(format!("balancer picked target {i}")))?;
+        ctx.target_slot = Some(target.stats.start());
+        let picked = Picked {
+            addr: target.addr,
+            upstream: Arc::clone(&upstream),
+        };
+        ctx.picked = Some(picked.clone());
+        Ok(picked)
+    }
+
+    /// Marks the arrival of the upstream's response head (upstream latency).
+    pub fn upstream_responded(&self, ctx: &mut RequestCtx) {
+        ctx.upstream_latency = Some(ctx.started.elapsed());
+    }
+
+    /// Records that the current attempt failed (connect error, timeout, reset).
+    pub fn attempt_failed(&self, ctx: &RequestCtx) {
+        if let (Some(p), Some(_)) = (&ctx.picked, &ctx.target_slot) {
+            if let Some(t) = p
+                .upstream
+                .balancer
+                .targets()
+                .iter()
+                .find(|t| t.addr == p.addr)
+            {
+                t.stats.record_error();
+            }
+        }
+    }
+
+    /// Runs the response phase: `x-request-id` toward the client and the plugin chain in reverse.
+    pub fn on_response(&self, ctx: &RequestCtx, status: StatusCode, headers: &mut dyn HeaderOps) {
+        if let Some(id) = &ctx.identity {
+            headers.set(HeaderName::from_static(X_REQUEST_ID), id.request_id.clone());
+        }
+        if let Some(route) = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i)) {
+            if !route.chain.is_empty() {
+                route.chain.on_response(status, headers, &ctx.plugin_ctx);
+            }
+        }
+    }
+
+    /// The headers and body of the gateway's own answer to `err`.
+    pub fn error_response(&self, ctx: &mut RequestCtx, err: GatewayError) -> ErrorResponse {
+        let body = err.body(ctx.request_id());
+        let mut headers = vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        headers.extend(err.headers().iter().cloned());
+        let status = err.status();
+        ctx.error = Some(err);
+        ErrorResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Ends the request: releases the target slot, records latency histograms and status
+    /// counters, and writes the access-log line.
+    pub fn finish(&self, ctx: &mut RequestCtx, status: u16, bytes: usize) {
+        ctx.target_slot = None;
+        let elapsed = ctx.started.elapsed();
+        self.record(ctx, status, elapsed);
+        if !access_log::enabled() {
+            return;
+        }
+        let route = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i));
+        let mut addr_buf = String::new();
+        if let Some(p) = &ctx.picked {
+            use std::fmt::Write;
+            let _ = write!(addr_buf, "{}", p.addr);
+        }
+        access_log::write(&AccessRecord {
+            request_id: ctx.request_id(),
+            protocol: ctx.protocol.as_str(),
+            method: ctx.method.as_str(),
+            path: &ctx.path,
+            route: route.map(|r| &*r.name).unwrap_or("-"),
+            upstream: ctx
+                .picked
+                .as_ref()
+                .map(|p| &*p.upstream.name)
+                .unwrap_or("-"),
+            target: if addr_buf.is_empty() { "-" } else { &addr_buf },
+            status,
+            bytes,
+            duration: elapsed,
+            error: ctx.error.as_ref().map(GatewayError::code).unwrap_or(""),
+        });
+    }
+
+    /// Histograms (route, target, protocol; total and upstream latency) and status counters.
+    fn record(&self, ctx: &RequestCtx, status: u16, elapsed: std::time::Duration) {
+        let series = &ctx.snapshot.series;
+        let total = elapsed.as_micros() as u64;
+        let proto = series.protocol(ctx.protocol);
+        let route = ctx.route.and_then(|i| series.routes.get(i));
+        let target = ctx.picked.as_ref().and_then(|p| {
+            let up = ctx
+                .route
+                .and_then(|i| ctx.snapshot.routes.routes().get(i))?
+                .upstream;
+            series.target(up, p.addr)
+        });
+        let registry = &self.state.registry;
+        let mut ids = [proto.total; 3];
+        let mut n = 1;
+        if let Some((pair, counters)) = route {
+            counters.add(status);
+            ids[n] = pair.total;
+            n += 1;
+        } else {
+            series.no_route.add(status);
+        }
+        if let Some(pair) = target {
+            ids[n] = pair.total;
+            n += 1;
+        }
+        registry.record(&ids[..n], total);
+        if let Some(up) = ctx.upstream_latency {
+            let mut ids = [proto.upstream; 3];
+            let mut n = 1;
+            if let Some((pair, _)) = route {
+                ids[n] = pair.upstream;
+                n += 1;
+            }
+            if let Some(pair) = target {
+                ids[n] = pair.upstream;
+                n += 1;
+            }
+            registry.record(&ids[..n], up.as_micros() as u64);
+        }
+    }
+}
+
+/// The gateway's own answer to an error, ready for any front to write.
+#[derive(Debug)]
+pub struct ErrorResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers besides `x-request-id` (added by the response phase).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// JSON body.
+    pub body: Bytes,
+}

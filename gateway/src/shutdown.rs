@@ -1,0 +1,182 @@
+//! Signals and graceful drain.
+//!
+//! pingora's own SIGTERM handling stops accepting and then sleeps the whole grace period even when
+//! nothing is in flight. The gateway installs its own watcher instead:
+//!
+//! - SIGTERM: tell pingora to stop accepting (graceful terminate), then wait until no request is
+//!   in flight or `grace_period` has passed, and exit 0;
+//! - SIGINT: exit at once;
+//! - SIGHUP: re-read the config file (see [`crate::reload`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::sync::watch;
+
+use crate::state::GatewayState;
+
+/// The [`ShutdownSignalWatch`] handed to pingora: it resolves when the main thread decides.
+pub struct ControlledShutdown {
+    rx: watch::Receiver<Option<Decision>>,
+}
+
+/// What the main thread decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Stop accepting; the main thread drains and exits.
+    Graceful,
+    /// Stop now.
+    Fast,
+}
+
+/// The sending side kept by the main thread.
+pub struct ShutdownTrigger {
+    tx: watch::Sender<Option<Decision>>,
+}
+
+/// Creates a linked trigger / watcher pair.
+pub fn channel() -> (ShutdownTrigger, ControlledShutdown) {
+    let (tx, rx) = watch::channel(None);
+    (ShutdownTrigger { tx }, ControlledShutdown { rx })
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for ControlledShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.rx.clone();
+        loop {
+            match *rx.borrow_and_update() {
+                Some(Decision::Graceful) => return ShutdownSignal::GracefulTerminate,
+                Some(Decision::Fast) => return ShutdownSignal::FastShutdown,
+                None => {}
+            }
+            if rx.changed().await.is_err() {
+                return ShutdownSignal::FastShutdown;
+            }
+        }
+    }
+}
+
+impl ShutdownTrigger {
+    fn send(&self, s: Decision) {
+        let _ = self.tx.send(Some(s));
+    }
+}
+
+/// What the control plane runs besides signal handling.
+pub struct ControlPlane {
+    /// The bound admin listener, if configured.
+    pub admin: Option<std::net::TcpListener>,
+    /// Poll interval of the config file watch (`None` = no watch).
+    pub watch_interval: Option<Duration>,
+}
+
+/// Runs the control plane on the calling thread until the process exits: signals (SIGHUP
+/// reloads, SIGTERM drains and exits, SIGINT exits), the admin API, the config file watch and the
+/// histogram rotation tick.
+pub fn run_control_plane(
+    trigger: ShutdownTrigger,
+    state: Arc<GatewayState>,
+    plane: ControlPlane,
+) -> ! {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the control-plane runtime");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int, mut hup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                return 1;
+            }
+        };
+        if let Some(listener) = plane.admin {
+            match listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            {
+                Ok(l) => {
+                    tokio::spawn(crate::admin::serve(l, Arc::clone(&state)));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "admin listener");
+                    return 1;
+                }
+            }
+        }
+        if let Some(interval) = plane.watch_interval {
+            tokio::spawn(crate::reload::watch_file(Arc::clone(&state), interval));
+        }
+        let ticker_state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                ticker_state.registry.rotate(Instant::now());
+            }
+        });
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    let _ = crate::reload::reload_file(&state, "sighup");
+                }
+                _ = term.recv() => {
+                    let grace = state.live().server.grace_period;
+                    tracing::info!(in_flight = state.in_flight(), grace_ms = grace.as_millis() as u64, "SIGTERM: draining");
+                    state.set_ready(false);
+                    trigger.send(Decision::Graceful);
+                    drain(&state, grace).await;
+                    return 0;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    trigger.send(Decision::Fast);
+                    return 0;
+                }
+            }
+        }
+    });
+    std::process::exit(code)
+}
+
+/// Waits until no request is in flight (stable for a short settle time) or `grace` has passed.
+async fn drain(state: &GatewayState, grace: Duration) {
+    const SETTLE: Duration = Duration::from_millis(100);
+    let deadline = Instant::now() + grace;
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            tracing::warn!(
+                in_flight = state.in_flight(),
+                "grace period over: exiting with requests in flight"
+            );
+            return;
+        }
+        if state.in_flight() == 0 {
+            let since = *idle_since.get_or_insert(now);
+            if now - since >= SETTLE {
+                tracing::info!("drained: exiting");
+                return;
+            }
+        } else {
+            idle_since = None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,223 @@
+//! Live state shared by every request and every front: the current [`Live`] config behind an
+//! `ArcSwap`, the latency registry, the config history, and process-wide counters.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use orchestra_config::Snapshot;
+use orchestra_metrics::{Metric, Registry, SeriesId, SeriesKey, SeriesKind, StatusCounters};
+
+use crate::pipeline::Protocol;
+
+/// One applied config version: the compiled snapshot plus what the gateway derives from it.
+///
+/// Requests load it once (`ArcSwap::load_full`) and keep the `Arc` until they end, so a swap
+/// never changes a request midway.
+#[derive(Debug)]
+pub struct Live {
+    /// The compiled config.
+    pub snapshot: Snapshot,
+    /// Version number, starting at 1 and increasing with every applied config.
+    pub version: u64,
+    /// sha256 of the config text, hex.
+    pub sha256: String,
+    /// The config text as applied.
+    pub text: Arc<str>,
+    /// What triggered it (`startup`, `sighup`, `file-watch`, `admin-put`, `admin-reload`, `rollback`).
+    pub source: &'static str,
+    /// When it was applied.
+    pub applied_at: SystemTime,
+    /// Interned metric series for this config's routes and targets.
+    pub series: SeriesIndex,
+}
+
+impl Deref for Live {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+/// The two latency series (total, upstream) of one subject.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesPair {
+    /// Total latency.
+    pub total: SeriesId,
+    /// Upstream latency (time to the upstream's response head).
+    pub upstream: SeriesId,
+}
+
+impl SeriesPair {
+    fn intern(registry: &Registry, kind: SeriesKind, name: &str) -> SeriesPair {
+        let key = |metric| SeriesKey {
+            kind,
+            name: name.to_string(),
+            metric,
+        };
+        SeriesPair {
+            total: registry.intern(key(Metric::Total)),
+            upstream: registry.intern(key(Metric::Upstream)),
+        }
+    }
+}
+
+/// Metric handles resolved at config apply time, indexed like the snapshot.
+#[derive(Debug)]
+pub struct SeriesIndex {
+    /// Per route, in route order.
+    pub routes: Vec<(SeriesPair, Arc<StatusCounters>)>,
+    /// Requests that matched no route.
+    pub no_route: Arc<StatusCounters>,
+    /// Per upstream, per target, in config order.
+    pub targets: Vec<Vec<(SocketAddr, SeriesPair)>>,
+    /// Per front protocol: h1, h2, h3, ws.
+    pub protocols: [SeriesPair; 4],
+}
+
+impl SeriesIndex {
+    /// Interns the series of every route, target and protocol of `snapshot`.
+    pub fn build(registry: &Registry, snapshot: &Snapshot) -> SeriesIndex {
+        let routes = snapshot
+            .routes
+            .routes()
+            .iter()
+            .map(|r| {
+                (
+                    SeriesPair::intern(registry, SeriesKind::Route, &r.name),
+                    registry.route_counters(&r.name),
+                )
+            })
+            .collect();
+        let targets = snapshot
+            .upstreams
+            .iter()
+            .map(|u| {
+                u.balancer
+                    .targets()
+                    .iter()
+                    .map(|t| {
+                        let name = format!("{}/{}", u.name, t.addr);
+                        (
+                            t.addr,
+                            SeriesPair::intern(registry, SeriesKind::Target, &name),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let p =
+            |proto: Protocol| SeriesPair::intern(registry, SeriesKind::Protocol, proto.as_str());
+        SeriesIndex {
+            routes,
+            no_route: registry.route_counters("-"),
+            targets,
+            protocols: [
+                p(Protocol::H1),
+                p(Protocol::H2),
+                p(Protocol::H3),
+                p(Protocol::Ws),
+            ],
+        }
+    }
+
+    /// The series of a front protocol.
+    pub fn protocol(&self, p: Protocol) -> SeriesPair {
+        self.protocols[match p {
+            Protocol::H1 => 0,
+            Protocol::H2 => 1,
+            Protocol::H3 => 2,
+            Protocol::Ws => 3,
+        }]
+    }
+
+    /// The series of target `addr` of upstream number `upstream`.
+    pub fn target(&self, upstream: usize, addr: SocketAddr) -> Option<SeriesPair> {
+        self.targets
+            .get(upstream)?
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, s)| *s)
+    }
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct GatewayState {
+    live: ArcSwap<Live>,
+    /// Latency histograms and status counters.
+    pub registry: Arc<Registry>,
+    /// Applied versions, newest last, and the apply lock.
+    pub history: crate::reload::History,
+    in_flight: AtomicUsize,
+    ready: AtomicBool,
+}
+
+impl GatewayState {
+    /// Creates the state around the first config (version 1).
+    pub fn new(snapshot: Snapshot, text: &str, shards: usize) -> Arc<Self> {
+        let registry = Arc::new(Registry::new(shards));
+        let live = crate::reload::make_live(&registry, snapshot, text, 1, "startup");
+        let history = crate::reload::History::new(&live);
+        Arc::new(GatewayState {
+            live: ArcSwap::from_pointee(live),
+            registry,
+            history,
+            in_flight: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// The current config.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Alias of [`GatewayState::live`] for code that only needs the snapshot.
+    pub fn snapshot(&self) -> Arc<Live> {
+        self.live()
+    }
+
+    /// Swaps in a new config; requests already running keep theirs.
+    pub(crate) fn swap(&self, live: Live) {
+        self.live.store(Arc::new(live));
+    }
+
+    /// Counts a request as in flight until the returned token is dropped.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            state: Arc::clone(self),
+        }
+    }
+
+    /// Requests currently being handled, across all fronts.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Marks the gateway ready (`/readyz` answers 200) once its listeners accept connections.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// True once every listener accepts connections and the config is loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// One in-flight request; decrements the gateway's count on drop, whatever path it took.
+#[derive(Debug)]
+pub struct InFlight {
+    state: Arc<GatewayState>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,40 @@
+//! How a picked target becomes a pingora [`HttpPeer`]: protocol (ALPN), TLS and timeouts.
+//!
+//! pingora pools connections per peer (address, TLS name and options), so every request to the
+//! same target of an unchanged upstream reuses idle connections from one pool.
+
+use std::net::SocketAddr;
+
+use orchestra_config::{Upstream, UpstreamProtocol};
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+
+/// Builds the peer for one attempt to `addr` of `upstream`.
+///
+/// `upgrade` marks a WebSocket (or other HTTP/1.1 upgrade) request: it must go over HTTP/1.1 and
+/// has no read timeout once upgraded, since a tunnel may stay quiet for long stretches.
+pub fn http_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> Box<HttpPeer> {
+    let (tls, sni) = match &upstream.tls {
+        Some(t) if t.sni.is_empty() => (true, addr.ip().to_string()),
+        Some(t) => (true, t.sni.clone()),
+        None => (false, String::new()),
+    };
+    let mut peer = HttpPeer::new(addr, tls, sni);
+    let o = &mut peer.options;
+    let t = upstream.timeouts;
+    o.connection_timeout = Some(t.connect);
+    o.total_connection_timeout = Some(t.connect * 2);
+    o.read_timeout = (!upgrade).then_some(t.read);
+    o.write_timeout = Some(t.write);
+    o.idle_timeout = Some(t.idle);
+    o.alpn = match (upstream.protocol, upgrade) {
+        (_, true) | (UpstreamProtocol::H1, _) => ALPN::H1,
+        (UpstreamProtocol::H2, false) => ALPN::H2H1,
+        (UpstreamProtocol::H2c, false) => ALPN::H2,
+    };
+    if let Some(t) = &upstream.tls {
+        o.verify_cert = t.verify;
+        o.verify_hostname = t.verify;
+    }
+    Box::new(peer)
+}

@@ -1,0 +1,185 @@
+//! Helpers shared by the gateway integration tests: the binary path, clients that never
+//! use a system proxy, and TOML snippets for upstreams and routes.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use testkit::{GatewayBuilder, GatewayProcess};
+
+/// The gateway binary built by cargo for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_orchestra-gateway");
+
+/// Bound for any single wait on an event (a response, a log line, a stream item).
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A gateway builder for [`BIN`].
+pub fn gateway() -> GatewayBuilder {
+    GatewayProcess::builder(BIN)
+}
+
+/// A reqwest client for cleartext HTTP/1.1 (never a system proxy, 30 s overall timeout).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
+
+/// A reqwest client for the gateway's https listener that trusts only the gateway's
+/// generated self-signed certificate and resolves `localhost` to the listener.
+pub fn tls_client(gw: &GatewayProcess, http1_only: bool) -> reqwest::Client {
+    let pem = gw
+        .self_signed_cert_pem()
+        .expect("generated self-signed cert readable");
+    tls_client_trusting(gw, &pem, http1_only)
+}
+
+/// Like [`tls_client`] but trusting the PEM certificate `pem`.
+pub fn tls_client_trusting(gw: &GatewayProcess, pem: &[u8], http1_only: bool) -> reqwest::Client {
+    let cert = reqwest::Certificate::from_pem(pem).expect("PEM certificate");
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(cert)
+        .resolve("localhost", gw.https_addr().expect("https enabled"));
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    builder.build().expect("reqwest tls client")
+}
+
+/// `[ { addr = "A" }, ... ]`.
+pub fn targets(addrs: &[SocketAddr]) -> String {
+    let items: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ addr = \"{a}\" }}"))
+        .collect();
+    format!("[ {} ]", items.join(", "))
+}
+
+/// An `[[upstreams]]` entry with protocol `h1`, generous timeouts and `extra` lines.
+pub fn upstream(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
+    format!(
+        "[[upstreams]]\nname = \"{name}\"\nbalancer = \"round_robin\"\ntargets = {}\n{}\n{extra}\n\n",
+        targets(addrs),
+        if extra.contains("timeouts") {
+            ""
+        } else {
+            "timeouts = { connect = \"1s\", read = \"20s\", idle = \"60s\" }"
+        },
+    )
+}
+
+/// A `[[routes]]` entry: `match_toml` is the inline table body, e.g.
+/// `path_prefix = "/api/"`; `extra` adds lines such as `strip_prefix = true`.
+pub fn route(name: &str, match_toml: &str, upstream: &str, extra: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"{name}\"\nmatch = {{ {match_toml} }}\nupstream = \"{upstream}\"\n{extra}\n\n"
+    )
+}
+
+/// A gateway with one catch-all route `all` to upstream `echo` at `addr`.
+pub async fn start_catch_all(addr: SocketAddr) -> GatewayProcess {
+    gateway()
+        .config(format!(
+            "{}{}",
+            upstream("echo", &[addr], ""),
+            route("all", "path_prefix = \"/\"", "echo", "")
+        ))
+        .start()
+        .await
+        .expect("gateway starts")
+}
+
+/// Asserts a gateway-generated JSON error: status, `content-type: application/json`,
+/// `error.code`, a non-empty message, and `error.request_id` equal to the response's
+/// `x-request-id`. Returns the body.
+pub async fn assert_json_error(
+    resp: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type was {content_type:?}"
+    );
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .expect("x-request-id on the error response");
+    let text = resp.text().await.expect("body");
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body {text:?} is not JSON: {e}"));
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "message missing: {body}"
+    );
+    assert_eq!(
+        body["error"]["request_id"],
+        request_id.as_str(),
+        "body: {body}"
+    );
+    body
+}
+
+/// The value of response header `name`, as text.
+pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// True for a W3C `traceparent` of version 00 with non-zero ids.
+pub fn is_valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+/// Polls `GET /readyz` until it answers 200 (bounded by [`WAIT`]); readiness may trail
+/// `/healthz` by a moment during start-up, as with any orchestrator probe.
+pub async fn wait_ready(gw: &GatewayProcess) {
+    let client = http_client();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = client
+            .get(gw.http_url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        if let Ok(200) = status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered 200 (last: {status:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,135 @@
+//! Gateway-generated answers: JSON errors (404 `NO_ROUTE`, 502 `UPSTREAM_UNAVAILABLE`,
+//! 504 `UPSTREAM_TIMEOUT`) and the built-in `/healthz` and `/readyz`.
+
+mod common;
+
+use common::*;
+use testkit::client::H2Client;
+use testkit::net::closed_addr;
+use testkit::EchoServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_is_404_json_with_request_id() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = gateway()
+        .config(format!(
+            "{}{}",
+            upstream("api", &[echo.addr()], ""),
+            route("api", "path_prefix = \"/api/\"", "api", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    let client = http_client();
+
+    let resp = client
+        .get(gw.http_url("/not-api"))
+        .send()
+        .await
+        .expect("send");
+    assert_json_error(resp, 404, "NO_ROUTE").await;
+
+    let resp = client
+        .get(gw.http_url("/not-api"))
+        .header("x-request-id", "rid-404")
+        .send()
+        .await
+        .expect("send");
+    let body = assert_json_error(resp, 404, "NO_ROUTE").await;
+    assert_eq!(body["error"]["request_id"], "rid-404");
+    assert_eq!(echo.count(), 0, "a 404 must not reach any upstream");
+
+    // Same over h2c.
+    let mut h2 = H2Client::connect_h2c(gw.http_addr()).await.expect("h2c");
+    let resp = h2.get("/not-api").await.expect("get");
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.json().expect("json")["error"]["code"], "NO_ROUTE");
+    assert!(resp.header("x-request-id").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502_json() {
+    let dead = closed_addr().expect("closed addr");
+    let gw = gateway()
+        .config(format!(
+            "{}{}",
+            upstream(
+                "down",
+                &[dead],
+                "timeouts = { connect = \"1s\", read = \"5s\" }"
+            ),
+            route("down", "path_prefix = \"/\"", "down", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+
+    let resp = http_client()
+        .get(gw.http_url("/anything"))
+        .header("x-request-id", "rid-502")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(header(&resp, "x-request-id").as_deref(), Some("rid-502"));
+    let body = assert_json_error(resp, 502, "UPSTREAM_UNAVAILABLE").await;
+    assert_eq!(body["error"]["request_id"], "rid-502");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_is_504_json_after_read_timeout() {
+    let echo = EchoServer::start("slow").await.expect("echo");
+    let gw = gateway()
+        .config(format!(
+            "{}{}",
+            upstream(
+                "slow",
+                &[echo.addr()],
+                "timeouts = { connect = \"1s\", read = \"300ms\" }"
+            ),
+            route("slow", "path_prefix = \"/\"", "slow", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+
+    let resp = http_client()
+        .get(gw.http_url("/slow?ms=10000"))
+        .send()
+        .await
+        .expect("send");
+    assert_json_error(resp, 504, "UPSTREAM_TIMEOUT").await;
+    assert_eq!(echo.count(), 1, "the request did reach the upstream");
+
+    // A fast request on the same upstream is still fine.
+    let resp = http_client()
+        .get(gw.http_url("/fast"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_and_readyz_are_answered_before_routing() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = start_catch_all(echo.addr()).await;
+    let client = http_client();
+
+    let resp = client
+        .get(gw.http_url("/healthz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "x-request-id").is_some());
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+
+    wait_ready(&gw).await;
+
+    assert_eq!(
+        echo.count(),
+        0,
+        "built-ins must not be proxied by a catch-all route"
+    );
+}

@@ -1,0 +1,221 @@
+//! Request ids, W3C trace context, and the `headers` plugin.
+
+mod common;
+
+use common::*;
+use testkit::EchoServer;
+
+const CLIENT_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_request_id_is_kept_and_forwarded() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = start_catch_all(echo.addr()).await;
+    let resp = http_client()
+        .get(gw.http_url("/rid"))
+        .header("x-request-id", "client-rid-42")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "x-request-id").as_deref(),
+        Some("client-rid-42")
+    );
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["headers"]["x-request-id"], "client-rid-42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_id_is_generated_when_absent_and_equal_at_upstream() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = start_catch_all(echo.addr()).await;
+    let client = http_client();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let resp = client.get(gw.http_url("/gen")).send().await.expect("send");
+        assert_eq!(resp.status(), 200);
+        let rid = header(&resp, "x-request-id").expect("generated x-request-id on the response");
+        assert!(!rid.trim().is_empty());
+        let body: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(
+            body["headers"]["x-request-id"],
+            rid.as_str(),
+            "upstream saw a different id: {body}"
+        );
+        ids.push(rid);
+    }
+    assert_ne!(ids[0], ids[1], "two requests got the same generated id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_traceparent_keeps_its_trace_id() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = start_catch_all(echo.addr()).await;
+    let resp = http_client()
+        .get(gw.http_url("/trace"))
+        .header("traceparent", CLIENT_TRACEPARENT)
+        .send()
+        .await
+        .expect("send");
+    let body: serde_json::Value = resp.json().await.expect("json");
+    let seen = body["headers"]["traceparent"]
+        .as_str()
+        .unwrap_or_else(|| panic!("upstream got no traceparent: {body}"));
+    assert!(is_valid_traceparent(seen), "invalid traceparent {seen:?}");
+    assert_eq!(
+        seen.split('-').nth(1),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "trace id changed: {seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceparent_is_generated_when_absent() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = start_catch_all(echo.addr()).await;
+    let client = http_client();
+    let mut trace_ids = Vec::new();
+    for _ in 0..2 {
+        let resp = client
+            .get(gw.http_url("/trace"))
+            .send()
+            .await
+            .expect("send");
+        let body: serde_json::Value = resp.json().await.expect("json");
+        let seen = body["headers"]["traceparent"]
+            .as_str()
+            .unwrap_or_else(|| panic!("upstream got no traceparent: {body}"))
+            .to_string();
+        assert!(is_valid_traceparent(&seen), "invalid traceparent {seen:?}");
+        assert!(
+            seen.ends_with("-01"),
+            "generated traceparent not sampled: {seen}"
+        );
+        trace_ids.push(seen.split('-').nth(1).map(str::to_string));
+    }
+    assert_ne!(
+        trace_ids[0], trace_ids[1],
+        "two requests share a generated trace id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_plugin_edits_request_and_response() {
+    let echo = EchoServer::start("hp").await.expect("echo");
+    let gw = gateway()
+        .config(format!(
+            "{}{}{}",
+            upstream("echo", &[echo.addr()], ""),
+            route("edited", "path_prefix = \"/\"", "echo", "plugins = [\"hdrs\"]"),
+            r#"
+[plugins.hdrs]
+kind = "headers"
+request = { set = { "x-added" = "1", "x-overwritten" = "gateway" }, add = { "x-appended" = "two" }, remove = ["x-drop"] }
+response = { set = { "x-resp" = "yes" }, remove = ["server", "x-echo-server"] }
+"#
+        ))
+        .start()
+        .await
+        .expect("gateway");
+
+    let resp = http_client()
+        .get(gw.http_url("/plugin"))
+        .header("x-drop", "secret")
+        .header("x-overwritten", "client")
+        .header("x-appended", "one")
+        .header("x-untouched", "same")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-resp").as_deref(), Some("yes"));
+    assert_eq!(
+        header(&resp, "x-echo-server"),
+        None,
+        "response remove ignored"
+    );
+    assert_ne!(
+        header(&resp, "server").as_deref(),
+        Some("testkit-echo"),
+        "upstream server header not removed"
+    );
+    let body: serde_json::Value = resp.json().await.expect("json");
+    let seen = &body["headers"];
+    assert_eq!(seen["x-added"], "1", "request set: {seen}");
+    assert_eq!(
+        seen["x-overwritten"], "gateway",
+        "request set must replace: {seen}"
+    );
+    assert!(
+        seen.get("x-drop").is_none(),
+        "request remove ignored: {seen}"
+    );
+    assert_eq!(seen["x-untouched"], "same");
+    let appended = seen["x-appended"].as_str().unwrap_or_default();
+    assert!(
+        appended.contains("one") && appended.contains("two"),
+        "add must keep the client's value and append: {appended:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_apply_in_the_listed_order() {
+    let echo = EchoServer::start("ord").await.expect("echo");
+    let gw = gateway()
+        .config(format!(
+            "{}{}{}{}",
+            upstream("echo", &[echo.addr()], ""),
+            route(
+                "ab",
+                "path_prefix = \"/ab/\"",
+                "echo",
+                "plugins = [\"first\", \"second\"]"
+            ),
+            route(
+                "ba",
+                "path_prefix = \"/ba/\"",
+                "echo",
+                "plugins = [\"second\", \"first\"]"
+            ),
+            r#"
+[plugins.first]
+kind = "headers"
+request = { set = { "x-order" = "first" } }
+
+[plugins.second]
+kind = "headers"
+request = { set = { "x-order" = "second" } }
+"#
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    let client = http_client();
+
+    let body: serde_json::Value = client
+        .get(gw.http_url("/ab/x"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        body["headers"]["x-order"], "second",
+        "[first, second]: {body}"
+    );
+
+    let body: serde_json::Value = client
+        .get(gw.http_url("/ba/x"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        body["headers"]["x-order"], "first",
+        "[second, first]: {body}"
+    );
+}

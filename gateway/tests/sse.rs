@@ -1,0 +1,103 @@
+//! Server-Sent Events stream through the gateway unbuffered: the client reads event 1
+//! while the upstream is still holding event 2 back.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use testkit::client::H2Client;
+use testkit::upstream::sse::{EVENT_1, EVENT_2};
+use testkit::{GatewayProcess, SseServer};
+
+async fn setup() -> (SseServer, GatewayProcess) {
+    let sse = SseServer::start().await.expect("sse upstream");
+    let gw = gateway()
+        .config(format!(
+            "{}{}",
+            upstream("events", &[sse.addr()], ""),
+            route("sse", "path_prefix = \"/api/events/\"", "events", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    (sse, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_client_sees_event_1_before_event_2_is_released() {
+    let (sse, gw) = setup().await;
+    let resp = http_client()
+        .get(gw.http_url("/api/events/stream"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("response head arrives before the stream ends");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "content-type").as_deref(),
+        Some("text/event-stream")
+    );
+
+    let mut stream = resp.bytes_stream();
+    let mut got = Vec::new();
+    while got.len() < EVENT_1.len() {
+        let chunk = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("event 1 must arrive while event 2 is held back (buffering?)")
+            .expect("stream still open")
+            .expect("chunk");
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), EVENT_1);
+    assert_eq!(sse.second_events_sent(), 0, "event 2 was not released yet");
+
+    sse.release();
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("stream ends after event 2")
+    {
+        rest.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(String::from_utf8_lossy(&rest), EVENT_2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_client_sees_event_1_before_event_2_is_released() {
+    let (sse, gw) = setup().await;
+    let mut h2 = H2Client::connect_h2c(gw.http_addr()).await.expect("h2c");
+    let request = h2
+        .request(http::Method::GET, "/api/events/stream")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = tokio::time::timeout(WAIT, h2.send(request))
+        .await
+        .expect("head in time")
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+
+    let mut got = Vec::new();
+    while got.len() < EVENT_1.len() {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("event 1 must arrive while event 2 is held back (buffering?)")
+            .expect("stream still open")
+            .expect("frame");
+        if let Some(data) = frame.data_ref() {
+            got.extend_from_slice(data);
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&got), EVENT_1);
+    assert_eq!(sse.second_events_sent(), 0);
+
+    sse.release();
+    let rest = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("stream ends after event 2")
+        .expect("body")
+        .to_bytes();
+    assert_eq!(String::from_utf8_lossy(&rest), EVENT_2);
+}

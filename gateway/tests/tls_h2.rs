@@ -1,0 +1,151 @@
+//! The https listener (ALPN h2 + http/1.1) with the generated or a configured certificate,
+//! and TLS toward upstreams.
+
+mod common;
+
+use common::*;
+use testkit::tls::SelfSigned;
+use testkit::EchoServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_generated_cert_negotiates_h2() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = gateway()
+        .https(true)
+        .config(format!(
+            "{}{}",
+            upstream("echo", &[echo.addr()], ""),
+            route("all", "path_prefix = \"/\"", "echo", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+
+    let pem = gw.self_signed_cert_pem().unwrap_or_else(|e| {
+        panic!(
+            "no certificate at {}: {e}",
+            gw.self_signed_cert_path().display()
+        )
+    });
+    assert!(String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----"));
+    let key = std::fs::read_to_string(gw.self_signed_key_path()).expect("generated key file");
+    assert!(key.contains("PRIVATE KEY-----"), "key file is not PEM");
+
+    let resp = tls_client(&gw, false)
+        .get(gw.https_url("/secure?x=1"))
+        .send()
+        .await
+        .expect("TLS request trusting only the generated cert");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "x-request-id").is_some());
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["path"], "/secure?x=1");
+    assert_eq!(body["server"], "a");
+
+    // ALPN http/1.1 on the same port.
+    let resp = tls_client(&gw, true)
+        .get(gw.https_url("/secure-h1"))
+        .send()
+        .await
+        .expect("TLS http/1.1 request");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_cert_is_valid_for_the_loopback_ip() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = gateway()
+        .https(true)
+        .config(format!(
+            "{}{}",
+            upstream("echo", &[echo.addr()], ""),
+            route("all", "path_prefix = \"/\"", "echo", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    let addr = gw.https_addr().expect("https");
+    let resp = tls_client(&gw, false)
+        .get(format!("https://127.0.0.1:{}/ip", addr.port()))
+        .send()
+        .await
+        .expect("TLS to 127.0.0.1 with the generated cert");
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_certificate_is_served() {
+    let echo = EchoServer::start("a").await.expect("echo");
+    let cert = SelfSigned::localhost().expect("cert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert_path = dir.path().join("gw.pem");
+    let key_path = dir.path().join("gw.key");
+    std::fs::write(&cert_path, &cert.cert_pem).expect("write cert");
+    std::fs::write(&key_path, &cert.key_pem).expect("write key");
+
+    let gw = gateway()
+        .https(true)
+        .config(format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{}{}",
+            cert_path.display(),
+            key_path.display(),
+            upstream("echo", &[echo.addr()], ""),
+            route("all", "path_prefix = \"/\"", "echo", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+
+    let resp = tls_client_trusting(&gw, cert.cert_pem.as_bytes(), false)
+        .get(gw.https_url("/configured"))
+        .send()
+        .await
+        .expect("TLS trusting only the configured cert");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+}
+
+async fn tls_upstream_sees(protocol: &str) -> serde_json::Value {
+    let echo = EchoServer::start_tls("tls-up").await.expect("tls echo");
+    let gw = gateway()
+        .config(format!(
+            "{}{}",
+            upstream(
+                "secure",
+                &[echo.addr()],
+                &format!(
+                    "protocol = \"{protocol}\"\ntls = true\nsni = \"localhost\"\nverify = false"
+                )
+            ),
+            route("all", "path_prefix = \"/\"", "secure", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    let resp = http_client()
+        .get(gw.http_url("/to-tls"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(echo.count(), 1);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_upstream_with_h2() {
+    let body = tls_upstream_sees("h2").await;
+    assert_eq!(body["tls"], true);
+    assert_eq!(body["version"], "HTTP/2.0", "{body}");
+    assert_eq!(body["path"], "/to-tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_upstream_with_h1() {
+    let body = tls_upstream_sees("h1").await;
+    assert_eq!(body["tls"], true);
+    assert_eq!(body["version"], "HTTP/1.1", "{body}");
+}

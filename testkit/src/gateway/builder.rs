@@ -1,0 +1,181 @@
+//! [`GatewayBuilder`]: what to write into `gateway.toml` and how to start the process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{GatewayProcess, LaunchError};
+
+/// Placeholder replaced by the `http` listener address (`127.0.0.1:PORT`).
+pub const HTTP_PLACEHOLDER: &str = "@HTTP@";
+/// Placeholder replaced by the `https` listener address (`127.0.0.1:PORT`).
+pub const HTTPS_PLACEHOLDER: &str = "@HTTPS@";
+/// Placeholder replaced by the data directory (`<tempdir>/data`).
+pub const DATA_DIR_PLACEHOLDER: &str = "@DATA_DIR@";
+/// Placeholder replaced by the temporary directory holding the config and logs.
+pub const DIR_PLACEHOLDER: &str = "@DIR@";
+
+/// Describes a gateway to start; see [`GatewayProcess::builder`].
+///
+/// By default the generated config has an `http` listener, `threads = 1`,
+/// `grace_period = "5s"` and `data_dir = "@DATA_DIR@"`, followed by the body given to
+/// [`GatewayBuilder::config`] (upstreams, routes, plugins). [`GatewayBuilder::raw_config`]
+/// replaces the whole file instead. In both, the placeholders [`HTTP_PLACEHOLDER`],
+/// [`HTTPS_PLACEHOLDER`], [`DATA_DIR_PLACEHOLDER`] and [`DIR_PLACEHOLDER`] are substituted.
+#[derive(Clone, Debug)]
+pub struct GatewayBuilder {
+    pub(crate) bin: PathBuf,
+    pub(crate) body: String,
+    pub(crate) raw: Option<String>,
+    pub(crate) https: bool,
+    pub(crate) threads: u32,
+    pub(crate) grace_period: String,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) run_subcommand: bool,
+    pub(crate) startup_timeout: Duration,
+}
+
+impl GatewayBuilder {
+    pub(crate) fn new(bin: impl Into<PathBuf>) -> Self {
+        Self {
+            bin: bin.into(),
+            body: String::new(),
+            raw: None,
+            https: false,
+            threads: 1,
+            grace_period: "5s".to_string(),
+            env: vec![("RUST_LOG".to_string(), "info".to_string())],
+            run_subcommand: true,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets the part of the config after `[listeners]` and `[server]`: upstreams, routes,
+    /// plugins, `[tls]`.
+    pub fn config(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Uses `template` as the whole config file (placeholders are still substituted).
+    pub fn raw_config(mut self, template: impl Into<String>) -> Self {
+        self.raw = Some(template.into());
+        self
+    }
+
+    /// Also configures the `https` listener (default: off).
+    pub fn https(mut self, on: bool) -> Self {
+        self.https = on;
+        self
+    }
+
+    /// Sets `server.threads` (default 1).
+    pub fn threads(mut self, threads: u32) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Sets `server.grace_period` (default `"5s"`).
+    pub fn grace_period(mut self, grace: impl Into<String>) -> Self {
+        self.grace_period = grace.into();
+        self
+    }
+
+    /// Sets an environment variable for the process (`RUST_LOG=info` is preset).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
+    /// Starts as `orchestra-gateway -c FILE` instead of `orchestra-gateway run -c FILE`.
+    pub fn without_run_subcommand(mut self) -> Self {
+        self.run_subcommand = false;
+        self
+    }
+
+    /// How long to wait for `/healthz` (default 30 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Writes the config, starts the process and waits until it is healthy.
+    pub async fn start(self) -> Result<GatewayProcess, LaunchError> {
+        GatewayProcess::launch(self).await
+    }
+
+    /// The config template before placeholder substitution.
+    pub(crate) fn template(&self) -> String {
+        if let Some(raw) = &self.raw {
+            return raw.clone();
+        }
+        let mut out = String::from("[listeners]\n");
+        out.push_str(&format!("http = \"{HTTP_PLACEHOLDER}\"\n"));
+        if self.https {
+            out.push_str(&format!("https = \"{HTTPS_PLACEHOLDER}\"\n"));
+        }
+        out.push_str("\n[server]\n");
+        out.push_str(&format!("threads = {}\n", self.threads));
+        out.push_str(&format!("grace_period = \"{}\"\n", self.grace_period));
+        out.push_str(&format!("data_dir = \"{DATA_DIR_PLACEHOLDER}\"\n\n"));
+        out.push_str(&self.body);
+        out.push('\n');
+        out
+    }
+}
+
+/// Substitutes the placeholders of a config template.
+pub(crate) fn render(template: &str, http: &str, https: &str, data_dir: &str, dir: &str) -> String {
+    template
+        .replace(HTTP_PLACEHOLDER, http)
+        .replace(HTTPS_PLACEHOLDER, https)
+        .replace(DATA_DIR_PLACEHOLDER, data_dir)
+        .replace(DIR_PLACEHOLDER, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_has_listeners_server_and_body() {
+        let b = GatewayBuilder::new("/bin/true")
+            .https(true)
+            .grace_period("2s")
+            .config("[[upstreams]]\nname = \"a\"\n");
+        let text = render(&b.template(), "127.0.0.1:1", "127.0.0.1:2", "/d", "/t");
+        let parsed: toml_like::Doc = toml_like::parse(&text);
+        assert_eq!(parsed.get("http"), Some("\"127.0.0.1:1\""));
+        assert_eq!(parsed.get("https"), Some("\"127.0.0.1:2\""));
+        assert_eq!(parsed.get("grace_period"), Some("\"2s\""));
+        assert_eq!(parsed.get("data_dir"), Some("\"/d\""));
+        assert!(text.contains("[[upstreams]]\nname = \"a\""));
+    }
+
+    #[test]
+    fn https_listener_is_off_by_default() {
+        let b = GatewayBuilder::new("/bin/true");
+        assert!(!b.template().contains("https"));
+    }
+
+    /// Tiny `key = value` reader, enough for the assertions above.
+    mod toml_like {
+        pub struct Doc(Vec<(String, String)>);
+        impl Doc {
+            pub fn get(&self, key: &str) -> Option<&str> {
+                self.0
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+            }
+        }
+        pub fn parse(text: &str) -> Doc {
+            Doc(text
+                .lines()
+                .filter_map(|l| l.split_once(" = "))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect())
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Test-only helpers for Orchestra Gateway integration tests.
+//!
+//! Everything here runs for real on the loopback interface: upstream servers bind
+//! `127.0.0.1:0` and report the address they got, and the gateway is started as a real
+//! child process from its built binary.
+//!
+//! | module | what it gives a test |
+//! |---|---|
+//! | [`upstream::http`] | an echo server speaking HTTP/1.1 and h2c on one port, plus a TLS variant (ALPN `h2`, `http/1.1`) |
+//! | [`upstream::sse`] | a Server-Sent Events server whose second event waits on a gate the test opens |
+//! | [`upstream::ws`] | a WebSocket echo server (close code 4001 on request) |
+//! | [`upstream::grpc`] | a gRPC server (h2c) with unary, server-streaming and failing methods |
+//! | [`grpc`] | the hand-written protobuf messages and a gRPC client for that server |
+//! | [`client`] | HTTP/2 clients (h2c prior knowledge, TLS) that expose response trailers |
+//! | [`tls`] | self-signed certificates and rustls configurations (ring provider) |
+//! | [`gateway`] | [`GatewayProcess`]: write a config, start `orchestra-gateway`, wait for `/healthz`, read its logs, send SIGTERM |
+//! | [`net`] | free ports and addresses nothing listens on |
+//!
+//! Every server handle stops its server (listener and open connections) when dropped.
+
+pub mod client;
+pub mod gateway;
+pub mod grpc;
+pub mod net;
+pub mod tls;
+pub mod upstream;
+
+pub use gateway::{CheckOutput, GatewayBuilder, GatewayProcess, LaunchError};
+pub use upstream::grpc::GrpcServer;
+pub use upstream::http::EchoServer;
+pub use upstream::sse::SseServer;
+pub use upstream::ws::WsEchoServer;
