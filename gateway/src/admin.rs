@@ -294,15 +294,15 @@ fn upstreams(state: &GatewayState) -> Resp {
     json_response(StatusCode::OK, json!({"upstreams": list}))
 }
 
-fn window_of(req: &Request<Incoming>) -> Result<Window, Resp> {
+fn window_of(req: &Request<Incoming>) -> Result<Window, Box<Resp>> {
     match query_param(req, "window") {
         None => Ok(Window::Total),
         Some(w) => Window::parse(w).ok_or_else(|| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "PARAM_001",
                 format!("window must be 1m, 5m or total, not {w:?}"),
-            )
+            ))
         }),
     }
 }
@@ -322,7 +322,7 @@ fn summary_json(s: &Summary) -> Value {
 fn histograms(req: &Request<Incoming>, state: &GatewayState) -> Resp {
     let window = match window_of(req) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let series: Vec<Value> = state
         .registry
@@ -348,7 +348,7 @@ fn histograms(req: &Request<Incoming>, state: &GatewayState) -> Resp {
 fn histogram_one(req: &Request<Incoming>, state: &GatewayState, name: &str) -> Resp {
     let window = match window_of(req) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let name = percent_decode(name);
     let Some(id) = state.registry.find(&name) else {

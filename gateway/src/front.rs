@@ -324,8 +324,13 @@ impl ProxyHttp for PingoraFront {
         self.pipeline.finish(ctx, status, bytes);
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // Errors the gateway answered are already in the access log with their code.
-        ctx.error.is_some()
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // Errors the gateway answered are already in the access log with their code, and a
+        // client that went away mid-response is not something an operator can act on.
+        if ctx.error.is_some() || error.esource() == &ErrorSource::Downstream {
+            tracing::debug!(error = %error, request_id = ctx.request_id(), "request ended early");
+            return true;
+        }
+        false
     }
 }

@@ -36,6 +36,16 @@ pub enum ListenerError {
         /// How long we waited.
         waited: Duration,
     },
+    /// A listener address cannot be bound (in use, no permission, not a local address).
+    #[error("cannot bind listener {name} on {addr}: {source}")]
+    Bind {
+        /// `http` or `https`.
+        name: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The server thread could not be spawned.
     #[error("cannot spawn the server thread: {0}")]
     Spawn(std::io::Error),
@@ -107,6 +117,24 @@ fn unreachable_tls(e: Box<pingora::Error>) -> ! {
     // `TlsSettings::intermediate` only builds a struct; it has no failure path today.
     tracing::error!(error = %e, "pingora TLS settings");
     std::process::exit(1)
+}
+
+/// Checks that every data-plane listener address can be bound right now.
+///
+/// pingora retries a failed bind for half a minute in the background; checking first turns an
+/// address in use into an immediate startup error that names it.
+pub fn check_bindable(snapshot: &Snapshot) -> Result<(), ListenerError> {
+    for (name, addr) in [
+        ("http", snapshot.listeners.http),
+        ("https", snapshot.listeners.https),
+    ] {
+        if let Some(addr) = addr {
+            std::net::TcpListener::bind(addr)
+                .map(drop)
+                .map_err(|source| ListenerError::Bind { name, addr, source })?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits until every configured listener accepts TCP connections.

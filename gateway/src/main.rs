@@ -186,6 +186,17 @@ fn run(path: &Path) -> ExitCode {
         "starting orchestra-gateway {}",
         env!("CARGO_PKG_VERSION")
     );
+    if let Err(e) = listener::check_bindable(&live) {
+        tracing::error!(error = %e, "listeners");
+        return ExitCode::FAILURE;
+    }
+    let signals = match shutdown::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
     let (trigger, watcher) = shutdown::channel();
     let server = match listener::start(&state, cert.as_ref(), watcher) {
         Ok(h) => h,
@@ -206,6 +217,7 @@ fn run(path: &Path) -> ExitCode {
     state.set_ready(true);
     tracing::info!("ready");
     shutdown::run_control_plane(
+        signals,
         trigger,
         state,
         ControlPlane {

@@ -73,37 +73,50 @@ pub struct ControlPlane {
     pub watch_interval: Option<Duration>,
 }
 
+/// The control-plane runtime with its signal handlers installed.
+///
+/// Created before any listener starts, so that a SIGTERM arriving while the gateway is still
+/// starting is queued for the control plane instead of killing the process.
+pub struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Builds the current-thread runtime and installs the SIGTERM, SIGINT and SIGHUP handlers.
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _guard = rt.enter();
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            rt,
+        })
+    }
+}
+
 /// Runs the control plane on the calling thread until the process exits: signals (SIGHUP
 /// reloads, SIGTERM drains and exits, SIGINT exits), the admin API, the config file watch and the
 /// histogram rotation tick.
 pub fn run_control_plane(
+    signals: Signals,
     trigger: ShutdownTrigger,
     state: Arc<GatewayState>,
     plane: ControlPlane,
 ) -> ! {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the control-plane runtime");
-            std::process::exit(1);
-        }
-    };
+    let Signals {
+        rt,
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let code = rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut term, mut int, mut hup) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-            _ => {
-                tracing::error!("cannot install signal handlers");
-                return 1;
-            }
-        };
         if let Some(listener) = plane.admin {
             match listener
                 .set_nonblocking(true)

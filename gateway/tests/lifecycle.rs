@@ -113,3 +113,76 @@ async fn invalid_config_fails_startup_with_the_error_on_stderr() {
         other => panic!("expected the process to exit, got {other}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_healthz_exits_0() {
+    // An orchestrator may send SIGTERM as soon as the process answers /healthz.
+    let echo = EchoServer::start("a").await.expect("echo");
+    let mut gw = start_catch_all(echo.addr()).await;
+    let status = gw.terminate().await.expect("exit after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status} (killed by the signal: no handler installed yet?); stderr:\n{}",
+        gw.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taken_http_port_is_a_startup_error_not_ready() {
+    // Another process holds the port for the whole test.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let addr = holder.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listeners]\nhttp = \"{addr}\"\n\n[server]\nthreads = 1\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write config");
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    let claims_ready = |text: &str| {
+        testkit::gateway::flatten_log_lines(text)
+            .iter()
+            .any(|l| l["message"] == "ready")
+    };
+
+    // Wait (bounded) for the first decisive event: exit, or a "ready" claim.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if claims_ready(&text) || std::time::Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    drop(holder);
+
+    assert!(
+        !claims_ready(&text),
+        "gateway logged ready while {addr} belongs to another process; stderr:\n{text}"
+    );
+    let status =
+        exit.unwrap_or_else(|| panic!("gateway neither exited nor failed; stderr:\n{text}"));
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        text.contains(&addr.to_string()),
+        "error should name {addr}; stderr:\n{text}"
+    );
+}

@@ -5,13 +5,9 @@
 //! on a monotonic timeline. Tests use [`ManualClock`] and move time forward explicitly, so the
 //! math is exact and no test sleeps.
 //!
-//! Production code uses [`CoarseClock`] by default: `CLOCK_MONOTONIC_COARSE` on Linux, which
-//! the kernel updates once per tick (resolution 1–4 ms) and which costs a few nanoseconds to
-//! read, against tens of nanoseconds for the precise clock on virtual machines — and peak-EWMA
-//! reads the clock on every pick. Every time constant here is seconds (decay 10 s, ejection
-//! 30 s, breaker 10 s), so millisecond resolution changes nothing that matters; request
-//! latencies are measured by the caller and passed in [`Outcome`](crate::Outcome), not read from
-//! this clock. [`MonotonicClock`] (`std::time::Instant`) is the precise alternative.
+//! Production code uses [`MonotonicClock`] (`std::time::Instant`). Picks never read the clock
+//! (peak-EWMA compares estimates without it, see its module doc); completions read it once.
+//! Request latencies are measured by the caller and passed in [`Outcome`](crate::Outcome).
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,42 +47,6 @@ impl Clock for MonotonicClock {
     fn now_ns(&self) -> u64 {
         // u64 nanoseconds cover 584 years of uptime; saturate rather than wrap beyond that.
         u64::try_from(origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
-/// The kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`, resolution 1–4 ms): cheap
-/// to read, precise enough for every time constant in this crate (see the module doc). Falls
-/// back to [`MonotonicClock`] on other systems or if the call fails.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CoarseClock;
-
-impl CoarseClock {
-    /// The clock as a [`SharedClock`].
-    pub fn shared() -> SharedClock {
-        Arc::new(CoarseClock)
-    }
-}
-
-impl Clock for CoarseClock {
-    #[cfg(target_os = "linux")]
-    fn now_ns(&self) -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable `timespec`; `clock_gettime` writes only into it.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        if rc != 0 {
-            return MonotonicClock.now_ns();
-        }
-        let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-        let nsec = u64::try_from(ts.tv_nsec).unwrap_or(0);
-        secs.saturating_mul(1_000_000_000).saturating_add(nsec)
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn now_ns(&self) -> u64 {
-        MonotonicClock.now_ns()
     }
 }
 
@@ -164,16 +124,6 @@ mod tests {
         let a = c.now_ns();
         let b = c.now_ns();
         assert!(b >= a);
-    }
-
-    #[test]
-    fn coarse_clock_advances() {
-        let c = CoarseClock;
-        let a = c.now_ns();
-        std::thread::sleep(Duration::from_millis(20));
-        let b = c.now_ns();
-        assert!(b > a, "{a} {b}");
-        assert!(b - a < 1_000_000_000);
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub mod target;
 use std::sync::Arc;
 
 pub use breaker::{BreakerConfig, BreakerGuard, BreakerState, CircuitBreaker, Rejected};
-pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock, SharedClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, SharedClock};
 pub use consistent_hash::{hash_key, hash_str, ConsistentHash};
 pub use health::{CheckKind, HealthCheckConfig, HealthChecker, HealthError};
 pub use least_request::LeastRequest;

@@ -13,7 +13,7 @@
 //! partial. Panic mode ends as soon as one target becomes available again.
 //!
 //! # Power of two choices
-//! [`Pool::p2c`] is the selection step shared by `least_request` and `peak_ewma`: draw two
+//! `Pool::p2c` is the selection step shared by `least_request` and `peak_ewma`: draw two
 //! distinct targets uniformly at random among the available ones and keep the one with the
 //! lower cost (the first drawn on a tie); both draws come from one 64-bit random word. Compared with scanning for the global minimum this is
 //! O(1), needs no shared ordering structure, and avoids the herd behaviour of everyone sending to
@@ -26,12 +26,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::clock::{Clock, CoarseClock, LazyNow, SharedClock};
+use crate::clock::{Clock, LazyNow, MonotonicClock, SharedClock};
 use crate::outlier::{OutlierConfig, OutlierDetector};
 use crate::peak_ewma::{self, Ewma, EwmaConfig};
 use crate::target::{InFlightGuard, Outcome, Target, TargetStats};
 
-/// Random draws per candidate before [`Pool::p2c`] falls back to an exact scan.
+/// Random draws per candidate before `Pool::p2c` falls back to an exact scan.
 pub const REDRAWS: usize = 4;
 
 /// Targets of one upstream with the per-upstream settings strategies and guards need.
@@ -91,11 +91,11 @@ impl Pool {
         })
     }
 
-    /// A pool with the [`CoarseClock`] and default peak-EWMA and outlier settings.
+    /// A pool with the [`MonotonicClock`] and default peak-EWMA and outlier settings.
     pub fn with_defaults(targets: Vec<Target>) -> Arc<Self> {
         Pool::new(
             targets,
-            CoarseClock::shared(),
+            MonotonicClock::shared(),
             EwmaConfig::default(),
             OutlierConfig::default(),
         )
@@ -320,7 +320,7 @@ pub(crate) fn record_bare(stats: &TargetStats, outcome: Outcome) {
         stats.record_error();
     }
     let cfg = EwmaConfig::default().compile();
-    let now = CoarseClock.now_ns();
+    let now = MonotonicClock.now_ns();
     peak_ewma::init_estimate(stats, now, &cfg);
     peak_ewma::record(stats, now, outcome, &cfg);
 }

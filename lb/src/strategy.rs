@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::clock::{CoarseClock, SharedClock};
+use crate::clock::{MonotonicClock, SharedClock};
 use crate::consistent_hash::ConsistentHash;
 use crate::least_request::LeastRequest;
 use crate::outlier::OutlierConfig;
@@ -103,7 +103,7 @@ impl FromStr for Strategy {
 /// Per-upstream settings shared by every strategy.
 #[derive(Debug, Clone)]
 pub struct Params {
-    /// Time source (default [`CoarseClock`]; a [`ManualClock`](crate::ManualClock) in tests).
+    /// Time source (default [`MonotonicClock`]; a [`ManualClock`](crate::ManualClock) in tests).
     pub clock: SharedClock,
     /// Peak-EWMA decay and initial RTT (the estimate is kept for every strategy: the admin API
     /// shows it).
@@ -115,7 +115,7 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            clock: CoarseClock::shared(),
+            clock: MonotonicClock::shared(),
             peak_ewma: EwmaConfig::default(),
             outlier: OutlierConfig::default(),
         }

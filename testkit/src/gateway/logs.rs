@@ -19,8 +19,9 @@ pub fn flatten_log_line(mut line: Value) -> Value {
     line
 }
 
-/// Every line of `text` that parses as a JSON object, flattened.
-pub(crate) fn parse_json_lines(text: &str) -> Vec<Value> {
+/// Every line of `text` that parses as a JSON object, flattened with
+/// [`flatten_log_line`]; other lines are skipped.
+pub fn flatten_log_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
         .filter(Value::is_object)
@@ -39,7 +40,7 @@ mod tests {
             "not json\n",
             "{\"log\":\"access\",\"status\":404}\n",
         );
-        let lines = parse_json_lines(text);
+        let lines = flatten_log_lines(text);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["log"], "access");
         assert_eq!(lines[0]["status"], 200);

@@ -7,10 +7,11 @@
 //! 2. picks free loopback ports for the `http` (and optionally `https`) listeners;
 //! 3. spawns `orchestra-gateway run -c <dir>/gateway.toml` with stderr and stdout captured
 //!    to files;
-//! 4. waits until `GET /healthz` on the http listener answers `200` (and the https port
-//!    accepts connections), failing with the captured stderr if the process exits or the
-//!    startup timeout passes. If the process died because a port was taken meanwhile,
-//!    it is retried with new ports (at most 3 attempts).
+//! 4. waits until `GET /healthz` on the http listener answers `200 {"status":"ok"}` (and
+//!    the https port accepts connections), failing with the captured stderr if the process
+//!    exits or the startup timeout passes. If stderr reports a port in use (another
+//!    process took it between our probe and the gateway's bind), the process is killed and
+//!    started again on new ports (at most 3 attempts).
 //!
 //! The process is killed when the [`GatewayProcess`] is dropped. [`run_check`] runs the
 //! `check` subcommand on a config instead.
@@ -18,12 +19,13 @@
 mod builder;
 mod check;
 mod logs;
+mod probe;
 
 pub use builder::{
     GatewayBuilder, DATA_DIR_PLACEHOLDER, DIR_PLACEHOLDER, HTTPS_PLACEHOLDER, HTTP_PLACEHOLDER,
 };
 pub use check::{run_check, CheckOutput};
-pub use logs::flatten_log_line;
+pub use logs::{flatten_log_line, flatten_log_lines};
 
 use std::fmt;
 use std::fs::File;
@@ -33,12 +35,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::net::free_addr;
 
-const POLL: Duration = Duration::from_millis(25);
+pub(crate) const POLL: Duration = Duration::from_millis(25);
 const MAX_ATTEMPTS: usize = 3;
 
 /// Why a gateway could not be started.
@@ -53,9 +53,16 @@ pub enum LaunchError {
         /// Everything it wrote on stderr.
         stderr: String,
     },
-    /// `/healthz` did not answer 200 within the startup timeout.
+    /// `/healthz` did not answer 200 `{"status":"ok"}` within the startup timeout.
     Timeout {
+        /// The last answer to `GET /healthz`, if any.
+        last_healthz: Option<String>,
         /// Everything the process wrote on stderr so far.
+        stderr: String,
+    },
+    /// A listener port was taken by another process (after the retries were used up).
+    PortInUse {
+        /// Everything the process wrote on stderr.
         stderr: String,
     },
 }
@@ -70,8 +77,16 @@ impl fmt::Display for LaunchError {
                     "gateway exited during startup ({status}); stderr:\n{stderr}"
                 )
             }
-            LaunchError::Timeout { stderr } => {
-                write!(f, "gateway never answered /healthz 200; stderr:\n{stderr}")
+            LaunchError::Timeout {
+                last_healthz,
+                stderr,
+            } => write!(
+                f,
+                "gateway never answered /healthz 200 {{\"status\":\"ok\"}} (last answer: \
+                 {last_healthz:?}); stderr:\n{stderr}"
+            ),
+            LaunchError::PortInUse { stderr } => {
+                write!(f, "a listener port was in use; stderr:\n{stderr}")
             }
         }
     }
@@ -134,7 +149,8 @@ impl GatewayProcess {
                 .stdout(File::create(dir.path().join("stdout.log"))?)
                 .stderr(File::create(dir.path().join("stderr.log"))?);
             let mut child = cmd.spawn()?;
-            match wait_healthy(&mut child, dir.path(), http, https, b.startup_timeout).await {
+            let wait = probe::wait_healthy(&mut child, dir.path(), http, https, b.startup_timeout);
+            match wait.await {
                 Ok(()) => {
                     return Ok(GatewayProcess {
                         child,
@@ -147,9 +163,7 @@ impl GatewayProcess {
                 Err(e) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    let port_taken = matches!(&e, LaunchError::Exited { stderr, .. }
-                        if stderr.to_lowercase().contains("in use"));
-                    if !(port_taken && attempt < MAX_ATTEMPTS) {
+                    if !(matches!(e, LaunchError::PortInUse { .. }) && attempt < MAX_ATTEMPTS) {
                         return Err(e);
                     }
                     // A port was taken between our probe and the gateway's bind: retry.
@@ -236,7 +250,7 @@ impl GatewayProcess {
     /// The stderr lines that parse as JSON objects, flattened with
     /// [`flatten_log_line`].
     pub fn json_logs(&self) -> Vec<serde_json::Value> {
-        logs::parse_json_lines(&self.stderr())
+        logs::flatten_log_lines(&self.stderr())
     }
 
     /// The JSON log lines whose `"log"` field is `"access"`.
@@ -343,76 +357,8 @@ impl Drop for GatewayProcess {
     }
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(crate) fn read_lossy(path: &Path) -> String {
     std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
-}
-
-/// Waits until `/healthz` answers 200 on `http` and `https` (if any) accepts TCP.
-async fn wait_healthy(
-    child: &mut Child,
-    dir: &Path,
-    http: SocketAddr,
-    https: Option<SocketAddr>,
-    timeout: Duration,
-) -> Result<(), LaunchError> {
-    let stderr = || read_lossy(&dir.join("stderr.log"));
-    let deadline = Instant::now() + timeout;
-    let mut healthy = false;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Err(LaunchError::Exited {
-                status,
-                stderr: stderr(),
-            });
-        }
-        if !healthy {
-            healthy = http_status(http, "/healthz").await == Some(200);
-        }
-        if healthy {
-            match https {
-                None => return Ok(()),
-                Some(addr) => {
-                    if TcpStream::connect(addr).await.is_ok() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(LaunchError::Timeout { stderr: stderr() });
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Sends `GET path` over HTTP/1.1 and returns the status code, or `None` if anything
-/// failed or took longer than 2 s.
-async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 512];
-        while !buf.windows(2).any(|w| w == b"\r\n") {
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let text = String::from_utf8_lossy(&buf);
-        let status_line = text.lines().next()?;
-        let mut parts = status_line.split_whitespace();
-        if !parts.next()?.starts_with("HTTP/1.") {
-            return None;
-        }
-        parts.next()?.parse::<u16>().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .ok()
-        .flatten()
 }
