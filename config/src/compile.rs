@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
-use orchestra_lb::{RoundRobin, Target};
+use orchestra_lb::Target;
 use orchestra_plugins::{Chain, HeaderRules, HeadersPlugin, Plugin};
 
 use crate::duration::parse_duration;
@@ -17,17 +17,7 @@ use crate::schema::*;
 use crate::snapshot::*;
 use crate::{ConfigError, ErrorKind};
 
-/// Plugin kinds of the product contract that later work implements.
-const PLANNED_PLUGIN_KINDS: &[&str] = &["rate_limit", "jwt", "cors", "ip_filter", "limits"];
-/// Balancers of the product contract that later work implements.
-const PLANNED_BALANCERS: &[&str] = &[
-    "weighted_round_robin",
-    "least_request",
-    "consistent_hash",
-    "resource_based",
-];
-
-struct Compiler<'a> {
+pub(crate) struct Compiler<'a> {
     file: &'a str,
     errors: &'a mut Vec<ConfigError>,
 }
@@ -37,7 +27,12 @@ impl Compiler<'_> {
         self.errors.push(ConfigError::new(self.file, path, kind));
     }
 
-    fn invalid(&mut self, path: impl Into<String>, value: &str, reason: impl Into<String>) {
+    pub(crate) fn invalid(
+        &mut self,
+        path: impl Into<String>,
+        value: &str,
+        reason: impl Into<String>,
+    ) {
         self.err(
             path,
             ErrorKind::Invalid {
@@ -51,7 +46,12 @@ impl Compiler<'_> {
         self.err(path, ErrorKind::Unsupported { what: what.into() });
     }
 
-    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+    pub(crate) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(v) => parse_duration(v).unwrap_or_else(|reason| {
@@ -243,8 +243,10 @@ fn plugins(
     let mut out: HashMap<String, PluginDef> = HashMap::new();
     for (name, value) in raw {
         // An unchanged definition keeps its instance, and with it its state (e.g. rate buckets).
+        // `jwt` is always rebuilt: its secret or JWKS file may have rotated under the same table.
+        let rereads_files = value.get("kind").and_then(|k| k.as_str()) == Some("jwt");
         if let Some(old) = previous.and_then(|p| p.plugins.get(&name)) {
-            if old.definition == value {
+            if old.definition == value && !rereads_files {
                 out.insert(name, old.clone());
                 continue;
             }
@@ -271,16 +273,21 @@ fn plugins(
                 };
                 let request = header_rules(c, &join(&path, "request"), &p.request);
                 let response = header_rules(c, &join(&path, "response"), &p.response);
-                let plugin: Arc<dyn Plugin> = Arc::new(HeadersPlugin::new(name.clone(), request, response));
+                let plugin: Arc<dyn Plugin> =
+                    Arc::new(HeadersPlugin::new(name.clone(), request, response));
                 out.insert(name, PluginDef { definition, plugin });
             }
-            k if PLANNED_PLUGIN_KINDS.contains(&k) => {
-                c.unsupported(join(&path, "kind"), format!("plugin kind {k:?}"))
+            k if crate::plugin_specs::KINDS.contains(&k) => {
+                let built =
+                    crate::plugin_specs::build_plugin(&name, k, value, &path, c.file, c.errors);
+                if let Some(plugin) = built {
+                    out.insert(name, PluginDef { definition, plugin });
+                }
             }
             k => c.invalid(
                 join(&path, "kind"),
                 k,
-                "unknown plugin kind (known: headers; planned: rate_limit, jwt, cors, ip_filter, limits)",
+                "unknown plugin kind (known: headers, rate_limit, jwt, cors, ip_filter, limits)",
             ),
         }
     }
@@ -351,35 +358,7 @@ fn upstream(
     if u.name.is_empty() {
         c.invalid(join(path, "name"), "", "must not be empty");
     }
-    for (present, key, what) in [
-        (
-            u.health_check.is_some(),
-            "health_check",
-            "active health checks",
-        ),
-        (u.retries.is_some(), "retries", "retries"),
-        (
-            u.circuit_breaker.is_some(),
-            "circuit_breaker",
-            "the circuit breaker",
-        ),
-        (u.hash_key.is_some(), "hash_key", "consistent hashing"),
-    ] {
-        if present {
-            c.unsupported(join(path, key), what);
-        }
-    }
-    match u.balancer.as_deref() {
-        None | Some("round_robin") | Some("peak_ewma") => {}
-        Some(b) if PLANNED_BALANCERS.contains(&b) => {
-            c.unsupported(join(path, "balancer"), format!("balancer {b:?}"))
-        }
-        Some(b) => c.invalid(
-            join(path, "balancer"),
-            b,
-            "expected round_robin, weighted_round_robin, least_request, peak_ewma or consistent_hash",
-        ),
-    }
+    let policy = crate::upstream_policy::policy(c, path, &u);
     let protocol = match u.protocol.as_deref() {
         None | Some("h1") => UpstreamProtocol::H1,
         Some("h2") => UpstreamProtocol::H2,
@@ -445,7 +424,8 @@ fn upstream(
         protocol,
         tls,
         timeouts,
-        balancer: Box::new(RoundRobin::new(targets)),
+        balancer: orchestra_lb::build(policy.strategy, targets, &policy.params),
+        policy,
         definition,
     })
 }

@@ -21,12 +21,13 @@ mod plugin_specs;
 pub mod route;
 pub mod schema;
 mod snapshot;
+mod upstream_policy;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use route::{HostMatch, PathMatch, Route, RouteRequest, RouteTable};
 pub use snapshot::{
-    AdminSettings, Listeners, PluginDef, ServerSettings, Snapshot, Timeouts, TlsFiles, Upstream,
-    UpstreamProtocol, UpstreamTls,
+    AdminSettings, HashKey, Listeners, PluginDef, ServerSettings, Snapshot, Timeouts, TlsFiles,
+    Upstream, UpstreamPolicy, UpstreamProtocol, UpstreamTls,
 };
 
 use std::path::Path;

@@ -28,7 +28,6 @@ use crate::parse::{join, key, typed};
 use crate::{ConfigError, ErrorKind};
 
 /// Plugin kinds built here.
-#[allow(dead_code)] // until compile.rs dispatches these kinds here; then remove
 pub(crate) const KINDS: &[&str] = &["rate_limit", "jwt", "cors", "ip_filter", "limits"];
 
 /// Largest accepted `max_keys`.
@@ -239,7 +238,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Builds the plugin `name` of `kind` (one of [`KINDS`]) from its table `value` at key path
 /// `path`. Returns `None` after pushing every error found.
-#[allow(dead_code)] // until compile.rs dispatches these kinds here; then remove
 pub(crate) fn build_plugin(
     name: &str,
     kind: &str,

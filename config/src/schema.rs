@@ -100,12 +100,62 @@ pub struct RawUpstream {
     /// Connect, read, write and idle timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,
-    /// Active health checks (not implemented yet).
-    pub health_check: Option<toml::Value>,
-    /// Retry policy (not implemented yet).
-    pub retries: Option<toml::Value>,
-    /// Circuit breaker (not implemented yet).
-    pub circuit_breaker: Option<toml::Value>,
+    /// Active health checks.
+    pub health_check: Option<RawHealthCheck>,
+    /// Retry policy.
+    pub retries: Option<RawRetries>,
+    /// Circuit breaker.
+    pub circuit_breaker: Option<RawBreaker>,
+    /// Peak-EWMA decay (default `10s`).
+    pub ewma_decay: Option<String>,
+}
+
+/// `health_check = { ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawHealthCheck {
+    /// `http` (default when `path` is set) or `tcp`.
+    pub kind: Option<String>,
+    /// Path probed with `GET` (default `/healthz`).
+    pub path: Option<String>,
+    /// Time between probes (default `2s`).
+    pub interval: Option<String>,
+    /// Probe timeout (default `500ms`).
+    pub timeout: Option<String>,
+    /// Consecutive failures that mark a target unhealthy (default 3).
+    pub unhealthy_after: Option<i64>,
+    /// Consecutive passes that mark it healthy again (default 2).
+    pub healthy_after: Option<i64>,
+}
+
+/// `retries = { ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRetries {
+    /// Retries after the first try (default 2).
+    pub attempts: Option<i64>,
+    /// Conditions: `connect-failure`, `reset`, `timeout`, or a 5xx status such as `503`.
+    pub on: Option<Vec<String>>,
+    /// Retries in flight at most this percentage of active requests (default 20).
+    pub budget_percent: Option<i64>,
+    /// Retry only idempotent methods (default true; a connect failure is always safe).
+    pub idempotent_only: Option<bool>,
+    /// First backoff ceiling (default `25ms`).
+    pub backoff_base: Option<String>,
+    /// Largest backoff (default `250ms`).
+    pub backoff_max: Option<String>,
+}
+
+/// `circuit_breaker = { ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawBreaker {
+    /// Requests in flight beyond which new ones get 503 (default 1024; 0 = no cap).
+    pub max_in_flight: Option<i64>,
+    /// Consecutive failures that open the breaker (default 5).
+    pub consecutive_failures: Option<i64>,
+    /// How long it stays open before a probe (default `10s`).
+    pub eject_for: Option<String>,
 }
 
 /// One target of an upstream.

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchestra_lb::Balancer;
+use orchestra_lb::{
+    Balancer, CircuitBreaker, HealthCheckConfig, Params, RetryBudget, RetryPolicy, Strategy,
+};
 use orchestra_plugins::Plugin;
 
 use crate::RouteTable;
@@ -134,6 +136,38 @@ pub struct Upstream {
     pub timeouts: Timeouts,
     /// The balancing strategy, holding the targets.
     pub balancer: Box<dyn Balancer>,
+    /// Strategy, retries, breaker, health checks.
+    pub policy: UpstreamPolicy,
     /// The `[[upstreams]]` element as written (to reuse the upstream across reloads).
     pub definition: toml::Value,
+}
+
+/// What a consistent-hash upstream hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// An upstream's policies.
+#[derive(Debug)]
+pub struct UpstreamPolicy {
+    /// Balancing strategy.
+    pub strategy: Strategy,
+    /// Balancer parameters (clock, peak-EWMA, outlier detection).
+    pub params: Params,
+    /// Affinity key for `consistent_hash`.
+    pub hash_key: Option<HashKey>,
+    /// Active health checks.
+    pub health: Option<HealthCheckConfig>,
+    /// Retry policy (`None` = no retries beyond pingora's stale-connection retry).
+    pub retry: Option<RetryPolicy>,
+    /// Caps retries at a share of active requests.
+    pub retry_budget: Arc<RetryBudget>,
+    /// Circuit breaker.
+    pub breaker: Option<Arc<CircuitBreaker>>,
 }

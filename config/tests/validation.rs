@@ -157,10 +157,6 @@ url = "http://127.0.0.1:7070"
 [[upstreams]]
 name = "u"
 targets = [{ addr = "127.0.0.1:1" }]
-health_check = { path = "/healthz" }
-
-[plugins.rl]
-kind = "rate_limit"
 "#;
     let errs = from_str(text, "u.toml").expect_err("unsupported keys");
     let unsupported: Vec<_> = errs
@@ -169,15 +165,7 @@ kind = "rate_limit"
         .filter(|e| matches!(e.kind, ErrorKind::Unsupported { .. }))
         .map(|e| e.path.as_str())
         .collect();
-    assert_eq!(
-        unsupported,
-        vec![
-            "backend",
-            "listeners.h3",
-            "plugins.rl.kind",
-            "upstreams[0].health_check"
-        ]
-    );
+    assert_eq!(unsupported, vec!["backend", "listeners.h3",]);
 }
 
 #[test]
@@ -208,5 +196,68 @@ targets = [{ addr = "127.0.0.1:1" }]
     assert_eq!(
         paths(text),
         vec!["upstreams[0].protocol", "upstreams[1].protocol"]
+    );
+}
+
+#[test]
+fn upstream_policies_are_validated() {
+    let text = r#"
+[[upstreams]]
+name = "a"
+balancer = "consistent_hash"
+targets = [{ addr = "127.0.0.1:1" }]
+
+[[upstreams]]
+name = "b"
+balancer = "least_request"
+hash_key = "header:x-user"
+targets = [{ addr = "127.0.0.1:1" }]
+health_check = { kind = "udp", interval = "soon" }
+retries = { attempts = -1, on = ["connect-failure", "teapot"], budget_percent = 150 }
+circuit_breaker = { consecutive_failures = 0, eject_for = "1x" }
+"#;
+    let got = paths(text);
+    for want in [
+        "upstreams[0].hash_key",
+        "upstreams[1].hash_key",
+        "upstreams[1].health_check.kind",
+        "upstreams[1].retries.attempts",
+        "upstreams[1].retries.on",
+        "upstreams[1].retries.budget_percent",
+        "upstreams[1].circuit_breaker.consecutive_failures",
+        "upstreams[1].circuit_breaker.eject_for",
+    ] {
+        assert!(got.iter().any(|p| p == want), "missing {want} in {got:#?}");
+    }
+}
+
+#[test]
+fn upstream_policies_compile() {
+    let text = r#"
+[[upstreams]]
+name = "a"
+balancer = "consistent_hash"
+hash_key = "cookie:session"
+targets = [{ addr = "127.0.0.1:1" }, { addr = "127.0.0.1:2" }]
+health_check = { path = "/ready", interval = "1s", timeout = "200ms", unhealthy_after = 2, healthy_after = 1 }
+retries = { attempts = 3, on = ["connect-failure", "503"], budget_percent = 25 }
+circuit_breaker = { max_in_flight = 10, consecutive_failures = 3, eject_for = "5s" }
+"#;
+    let s = from_str(text, "ok.toml").expect("valid");
+    let u = &s.upstreams[0];
+    assert_eq!(u.balancer.strategy(), "consistent_hash");
+    assert!(u.policy.hash_key.is_some());
+    assert_eq!(u.policy.health.as_ref().map(|h| h.unhealthy_after), Some(2));
+    assert_eq!(u.policy.retry.as_ref().map(|r| r.attempts), Some(3));
+    assert!(u.policy.breaker.is_some());
+    let d = from_str(
+        "[[upstreams]]\nname = \"d\"\ntargets = [{ addr = \"127.0.0.1:1\" }]\n",
+        "d.toml",
+    )
+    .expect("default");
+    assert_eq!(
+        d.upstreams[0].balancer.strategy(),
+        "peak_ewma",
+        "peak_ewma is the default"
     );
 }

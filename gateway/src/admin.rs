@@ -272,22 +272,31 @@ fn upstreams(state: &GatewayState) -> Resp {
         .map(|u| {
             let targets: Vec<Value> = u
                 .balancer
-                .targets()
+                .snapshot()
                 .iter()
                 .map(|t| {
                     json!({
                         "addr": t.addr.to_string(),
                         "weight": t.weight,
-                        "in_flight": t.stats.in_flight(),
-                        "requests": t.stats.requests(),
-                        "errors": t.stats.errors(),
+                        "healthy": t.healthy,
+                        "ejected": t.ejected,
+                        "in_flight": t.in_flight,
+                        "ewma_rtt_us": t.ewma_rtt_us,
+                        "requests": t.requests,
+                        "errors": t.errors,
                     })
                 })
                 .collect();
+            let breaker = u.policy.breaker.as_ref().map(|b| {
+                json!({"state": format!("{:?}", b.state()).to_lowercase(), "in_flight": b.in_flight(), "trips": b.trips()})
+            });
+            let budget = &u.policy.retry_budget;
             json!({
                 "name": &*u.name,
                 "balancer": u.balancer.strategy(),
                 "targets": targets,
+                "circuit_breaker": breaker,
+                "retry_budget": {"active": budget.active(), "retries_in_flight": budget.retries_in_flight(), "rejected": budget.rejected()},
             })
         })
         .collect();

@@ -27,6 +27,15 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: String,
     },
+    /// The upstream's circuit breaker refused the request.
+    Overloaded {
+        /// Upstream name.
+        upstream: String,
+        /// Open breaker or in-flight cap.
+        reason: String,
+        /// When a probe may go through again.
+        retry_after: Option<std::time::Duration>,
+    },
     /// The request is malformed.
     BadRequest(String),
     /// A plugin rejected the request.
@@ -42,7 +51,9 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::NoTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoTarget { .. } | GatewayError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::Rejected(r) => r.status,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -53,9 +64,9 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::NoRoute => "NO_ROUTE",
-            GatewayError::UpstreamUnavailable { .. } | GatewayError::NoTarget { .. } => {
-                "UPSTREAM_UNAVAILABLE"
-            }
+            GatewayError::UpstreamUnavailable { .. }
+            | GatewayError::NoTarget { .. }
+            | GatewayError::Overloaded { .. } => "UPSTREAM_UNAVAILABLE",
             GatewayError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
             GatewayError::BadRequest(_) => "PARAM_001",
             GatewayError::Rejected(r) => r.code,
@@ -76,17 +87,30 @@ impl GatewayError {
             GatewayError::NoTarget { upstream } => {
                 format!("upstream {upstream:?} has no available target")
             }
+            GatewayError::Overloaded {
+                upstream, reason, ..
+            } => {
+                format!("upstream {upstream:?} refused by its circuit breaker: {reason}")
+            }
             GatewayError::BadRequest(m) => m.clone(),
             GatewayError::Rejected(r) => r.message.clone(),
             GatewayError::Internal(m) => format!("internal error: {m}"),
         }
     }
 
-    /// Extra headers the answer carries (e.g. `Retry-After` from a rate limiter).
-    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+    /// Extra headers the answer carries (e.g. `Retry-After` from a rate limiter or an open
+    /// circuit breaker).
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         match self {
-            GatewayError::Rejected(r) => &r.headers,
-            _ => &[],
+            GatewayError::Rejected(r) => r.headers.clone(),
+            GatewayError::Overloaded {
+                retry_after: Some(d),
+                ..
+            } => {
+                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                vec![(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)))]
+            }
+            _ => Vec::new(),
         }
     }
 

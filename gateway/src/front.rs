@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
+use orchestra_lb::Failure;
 use orchestra_plugins::HeaderOps;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -43,6 +44,7 @@ fn head_of<'a>(req: &'a RequestHeader, client_ip: Option<IpAddr>) -> RequestHead
         method: &req.method,
         host,
         path: req.uri.path(),
+        query: req.uri.query(),
         headers: &req.headers,
         client_ip,
     }
@@ -75,6 +77,9 @@ macro_rules! pingora_header_ops {
             }
             fn remove(&mut self, name: &HeaderName) {
                 self.0.remove_header(name);
+            }
+            fn as_map(&self) -> Option<&http::HeaderMap> {
+                Some(&self.0.headers)
             }
         }
     };
@@ -119,6 +124,12 @@ async fn write_error(
         body,
     } = pipeline.error_response(ctx, err);
     write_local(session, pipeline, ctx, status, &headers, body).await
+}
+
+/// True when the request may be sent again: an idempotent method whose body (if any) pingora
+/// still holds in its retry buffer.
+fn retry_safe(session: &Session) -> bool {
+    session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
 }
 
 /// Maps a pingora proxy error to the gateway's error for the client.
@@ -207,11 +218,37 @@ impl ProxyHttp for PingoraFront {
         Ok(false)
     }
 
+    /// Request body chunks go through the route's body-inspecting plugins (e.g. `limits`).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            if self.pipeline.inspects_body(ctx) {
+                if let Err(e) = self.pipeline.on_request_body(ctx, chunk) {
+                    let status = e.status().as_u16();
+                    ctx.error = Some(e);
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(status),
+                        "request body rejected",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if let Some(delay) = ctx.upstream().and_then(|u| ctx.attempts.backoff(u)) {
+            tokio::time::sleep(delay).await;
+        }
         match self.pipeline.pick(ctx) {
             Ok(p) => Ok(http_peer(&p.upstream, p.addr, session.is_upgrade_req())),
             Err(e) => {
@@ -249,13 +286,28 @@ impl ProxyHttp for PingoraFront {
         Ok(())
     }
 
+    /// The upstream's response head: records the attempt's outcome, and turns a 5xx the retry
+    /// policy names into a retryable error (nothing has reached the client yet).
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.pipeline.upstream_responded(ctx);
+        let status = upstream_response.status.as_u16();
+        if status >= 500 && ctx.protocol != Protocol::Ws {
+            let idempotent = retry_safe(session);
+            if self
+                .pipeline
+                .attempt_failed(ctx, Failure::Status(status), idempotent)
+            {
+                let mut e =
+                    Error::explain(ErrorType::HTTPStatus(status), "retrying upstream status");
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        self.pipeline.upstream_responded(ctx, status);
         Ok(())
     }
 
@@ -271,14 +323,46 @@ impl ProxyHttp for PingoraFront {
         Ok(())
     }
 
+    /// A connect failure: nothing was sent, so any method may be retried when the policy says so.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
-        self.pipeline.attempt_failed(ctx);
+        if self
+            .pipeline
+            .attempt_failed(ctx, Failure::ConnectFailure, true)
+        {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// A failure after connecting (reset, timeout): retried when the policy allows and the
+    /// request can be replayed; otherwise pingora's own rule (retry a stale pooled connection).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let failure = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+            _ => Failure::Reset,
+        };
+        let replayable = retry_safe(session);
+        if self.pipeline.attempt_failed(ctx, failure, replayable) && replayable {
+            e.set_retry(true);
+        } else if !replayable {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
         e
     }
 
@@ -293,7 +377,7 @@ impl ProxyHttp for PingoraFront {
             err,
             Some(GatewayError::UpstreamTimeout { .. } | GatewayError::UpstreamUnavailable { .. })
         ) {
-            self.pipeline.attempt_failed(ctx);
+            ctx.attempts.failed();
         }
         let code = match err {
             Some(err) if session.response_written().is_none() => {

@@ -7,6 +7,7 @@
 //! | [`listener`] | binds the sockets (HTTP/1.1 + h2c, TLS with ALPN h2/http/1.1) on pingora's server |
 //! | [`front`] | the pingora `ProxyHttp` adapter: translates pingora phases into pipeline calls |
 //! | [`pipeline`] | the protocol-agnostic request pipeline: route → plugins → pick → upstream → record |
+//! | [`attempt`] | upstream attempts: circuit breaker, retry budget, balancer outcomes, retries |
 //! | [`upstream`] | how a picked target becomes a pingora `HttpPeer` (protocol, TLS, timeouts) |
 //! | [`ws_tunnel`] | WebSocket upgrades: the handshake and the byte tunnel after `101` |
 //! | [`error`] | gateway errors, their status codes and JSON bodies |
@@ -17,6 +18,7 @@
 //! | [`reload`] | hot-swapped config: validate, carry state over, swap, history, rollback, file watch |
 //! | [`admin`] | the admin API: config, reload, upstreams, histograms, Prometheus metrics |
 //! | [`admin_client`] | the `stats` and `reload` subcommands (clients of the admin API) |
+//! | [`health`] | active health checks of the running config's upstreams |
 //! | [`shutdown`] | the control plane: signals, graceful drain |
 //!
 //! Routing, balancing and plugins themselves live in the `orchestra-config`, `orchestra-lb` and
@@ -25,8 +27,10 @@
 pub mod access_log;
 pub mod admin;
 pub mod admin_client;
+pub mod attempt;
 pub mod error;
 pub mod front;
+pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod pipeline;

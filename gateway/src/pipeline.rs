@@ -19,10 +19,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use orchestra_config::{RouteRequest, Upstream};
-use orchestra_lb::{InFlightGuard, PickContext};
+use orchestra_lb::Failure;
 use orchestra_plugins::{HeaderOps, PluginCtx, RequestView};
 
 use crate::access_log::{self, AccessRecord};
+use crate::attempt::{self, Attempts};
 use crate::error::GatewayError;
 use crate::request_id::{RequestIdentity, TRACEPARENT, X_REQUEST_ID};
 use crate::state::{GatewayState, InFlight, Live};
@@ -82,7 +83,9 @@ pub struct RequestCtx {
     path: String,
     started: Instant,
     upstream_latency: Option<std::time::Duration>,
-    target_slot: Option<InFlightGuard>,
+    /// Upstream attempts: breaker, budget, balancer slot, retries.
+    pub attempts: Attempts,
+    body_bytes: u64,
     _in_flight: InFlight,
 }
 
@@ -111,6 +114,8 @@ pub struct RequestHead<'a> {
     pub host: Option<&'a str>,
     /// Path (no query).
     pub path: &'a str,
+    /// Query string (without `?`), if any.
+    pub query: Option<&'a str>,
     /// Request headers as received.
     pub headers: &'a HeaderMap,
     /// Peer IP.
@@ -157,7 +162,8 @@ impl Pipeline {
             path: String::new(),
             started: Instant::now(),
             upstream_latency: None,
-            target_slot: None,
+            attempts: Attempts::default(),
+            body_bytes: 0,
             _in_flight: self.state.enter(),
         }
     }
@@ -165,7 +171,12 @@ impl Pipeline {
     /// Records the request head and derives `x-request-id` / `traceparent`.
     pub fn identify(&self, ctx: &mut RequestCtx, head: &RequestHead<'_>) {
         ctx.method = head.method.clone();
-        ctx.path = head.path.to_owned();
+        ctx.path.clear();
+        ctx.path.push_str(head.path);
+        if let Some(q) = head.query {
+            ctx.path.push('?');
+            ctx.path.push_str(q);
+        }
         ctx.identity = Some(RequestIdentity::from_headers(head.headers));
     }
 
@@ -199,11 +210,19 @@ impl Pipeline {
             method: head.method,
             headers: head.headers,
         };
-        let (i, _) = ctx
+        let (i, route) = ctx
             .snapshot
             .routes
             .find(&req)
             .ok_or(GatewayError::NoRoute)?;
+        if let Some(key) = ctx
+            .snapshot
+            .upstreams
+            .get(route.upstream)
+            .and_then(|u| u.policy.hash_key.as_ref())
+        {
+            ctx.attempts.hash_key = attempt::hash_of(key, head.headers, head.client_ip);
+        }
         ctx.route = Some(i);
         Ok(())
     }
@@ -239,29 +258,49 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Runs the chain's body phase on one chunk of the request body (only for chains that
+    /// inspect bodies, e.g. `limits`).
+    pub fn on_request_body(&self, ctx: &mut RequestCtx, chunk: &[u8]) -> Result<(), GatewayError> {
+        let snapshot = Arc::clone(&ctx.snapshot);
+        let Some(route) = ctx.route.and_then(|i| snapshot.routes.routes().get(i)) else {
+            return Ok(());
+        };
+        if !route.chain.inspects_body() {
+            return Ok(());
+        }
+        ctx.body_bytes += chunk.len() as u64;
+        route
+            .chain
+            .on_request_body(chunk, ctx.body_bytes, &mut ctx.plugin_ctx)
+            .map_err(GatewayError::Rejected)
+    }
+
+    /// True when the route's chain wants to see request body chunks.
+    pub fn inspects_body(&self, ctx: &RequestCtx) -> bool {
+        ctx.route
+            .and_then(|i| ctx.snapshot.routes.routes().get(i))
+            .is_some_and(|r| r.chain.inspects_body())
+    }
+
     /// The path and query to send upstream, when the route rewrites it (`strip_prefix`).
     pub fn upstream_path(&self, ctx: &RequestCtx, path_and_query: &str) -> Option<String> {
         let route = ctx.snapshot.routes.routes().get(ctx.route?)?;
         route.rewrite_path(path_and_query)
     }
 
-    /// Picks a target of the route's upstream for one attempt.
+    /// Picks a target of the route's upstream for one attempt (admitting the request through
+    /// the circuit breaker on the first one).
     pub fn pick(&self, ctx: &mut RequestCtx) -> Result<Picked, GatewayError> {
         let upstream = ctx
             .upstream()
             .cloned()
             .ok_or_else(|| GatewayError::Internal("pick before route".into()))?;
-        let balancer = &upstream.balancer;
-        let i = balancer
-            .pick(&PickContext::default())
-            .ok_or_else(|| GatewayError::NoTarget {
-                upstream: upstream.name.to_string(),
-            })?;
-        let target = balancer
+        let i = ctx.attempts.start(&upstream)?;
+        let target = upstream
+            .balancer
             .targets()
             .get(i)
             .ok_or_else(|| GatewayError::Internal(format!("balancer picked target {i}")))?;
-        ctx.target_slot = Some(target.stats.start());
         let picked = Picked {
             addr: target.addr,
             upstream: Arc::clone(&upstream),
@@ -270,23 +309,19 @@ impl Pipeline {
         Ok(picked)
     }
 
-    /// Marks the arrival of the upstream's response head (upstream latency).
-    pub fn upstream_responded(&self, ctx: &mut RequestCtx) {
+    /// Marks the arrival of the upstream's response head (upstream latency and the attempt's
+    /// outcome for the balancer).
+    pub fn upstream_responded(&self, ctx: &mut RequestCtx, status: u16) {
         ctx.upstream_latency = Some(ctx.started.elapsed());
+        ctx.attempts.responded(status);
     }
 
-    /// Records that the current attempt failed (connect error, timeout, reset).
-    pub fn attempt_failed(&self, ctx: &RequestCtx) {
-        if let (Some(p), Some(_)) = (&ctx.picked, &ctx.target_slot) {
-            if let Some(t) = p
-                .upstream
-                .balancer
-                .targets()
-                .iter()
-                .find(|t| t.addr == p.addr)
-            {
-                t.stats.record_error();
-            }
+    /// Records that the current attempt failed and decides whether to retry it.
+    pub fn attempt_failed(&self, ctx: &mut RequestCtx, failure: Failure, idempotent: bool) -> bool {
+        ctx.attempts.failed();
+        match ctx.picked.as_ref().map(|p| Arc::clone(&p.upstream)) {
+            Some(u) => ctx.attempts.should_retry(&u, failure, idempotent),
+            None => false,
         }
     }
 
@@ -302,14 +337,24 @@ impl Pipeline {
         }
     }
 
-    /// The headers and body of the gateway's own answer to `err`.
+    /// The headers and body of the gateway's own answer to `err`. A plugin's plain reply (e.g. a
+    /// CORS preflight) has no JSON body and is not counted as an error.
     pub fn error_response(&self, ctx: &mut RequestCtx, err: GatewayError) -> ErrorResponse {
+        if let GatewayError::Rejected(r) = &err {
+            if r.reply {
+                return ErrorResponse {
+                    status: r.status,
+                    headers: r.headers.clone(),
+                    body: Bytes::new(),
+                };
+            }
+        }
         let body = err.body(ctx.request_id());
         let mut headers = vec![(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )];
-        headers.extend(err.headers().iter().cloned());
+        headers.extend(err.headers());
         let status = err.status();
         ctx.error = Some(err);
         ErrorResponse {
@@ -322,7 +367,7 @@ impl Pipeline {
     /// Ends the request: releases the target slot, records latency histograms and status
     /// counters, and writes the access-log line.
     pub fn finish(&self, ctx: &mut RequestCtx, status: u16, bytes: usize) {
-        ctx.target_slot = None;
+        ctx.attempts.finish();
         let elapsed = ctx.started.elapsed();
         self.record(ctx, status, elapsed);
         if !access_log::enabled() {
@@ -338,7 +383,8 @@ impl Pipeline {
             request_id: ctx.request_id(),
             protocol: ctx.protocol.as_str(),
             method: ctx.method.as_str(),
-            path: &ctx.path,
+            // The query is left out of the log: it may carry tokens (`?token=`).
+            path: ctx.path.split('?').next().unwrap_or(""),
             route: route.map(|r| &*r.name).unwrap_or("-"),
             upstream: ctx
                 .picked

@@ -134,12 +134,21 @@ pub fn run_control_plane(
         if let Some(interval) = plane.watch_interval {
             tokio::spawn(crate::reload::watch_file(Arc::clone(&state), interval));
         }
+        tokio::spawn(crate::health::run(Arc::clone(&state)));
         let ticker_state = Arc::clone(&state);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n: u64 = 0;
             loop {
                 tick.tick().await;
                 ticker_state.registry.rotate(Instant::now());
+                n += 1;
+                if n.is_multiple_of(10) {
+                    // Plugin housekeeping, e.g. dropping idle rate-limit keys.
+                    for def in ticker_state.live().snapshot.plugins.values() {
+                        def.plugin.maintenance();
+                    }
+                }
             }
         });
         loop {

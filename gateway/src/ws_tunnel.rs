@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
 use crate::pipeline::{Pipeline, RequestCtx};
+use orchestra_lb::Failure;
 
 /// Largest upstream response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -60,11 +61,11 @@ pub async fn run(
         match tokio::time::timeout(timeouts.connect, TcpStream::connect(picked.addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                pipeline.attempt_failed(ctx);
+                pipeline.attempt_failed(ctx, Failure::ConnectFailure, false);
                 return Err(unavailable(ctx, format!("connect: {e}")));
             }
             Err(_) => {
-                pipeline.attempt_failed(ctx);
+                pipeline.attempt_failed(ctx, Failure::ConnectFailure, false);
                 return Err(unavailable(ctx, "connect timed out"));
             }
         };
@@ -80,17 +81,17 @@ pub async fn run(
         match tokio::time::timeout(timeouts.read, read_head(&mut upstream)).await {
             Ok(Ok(v)) => v,
             Ok(Err(reason)) => {
-                pipeline.attempt_failed(ctx);
+                pipeline.attempt_failed(ctx, Failure::ConnectFailure, false);
                 return Err(unavailable(ctx, reason));
             }
             Err(_) => {
-                pipeline.attempt_failed(ctx);
+                pipeline.attempt_failed(ctx, Failure::ConnectFailure, false);
                 return Err(GatewayError::UpstreamTimeout {
                     upstream: picked.upstream.name.to_string(),
                 });
             }
         };
-    pipeline.upstream_responded(ctx);
+    pipeline.upstream_responded(ctx, resp.status.as_u16());
     let mut resp = resp;
     let status = resp.status;
     pipeline.on_response(ctx, status, &mut PingoraResponseHeaders(&mut resp));

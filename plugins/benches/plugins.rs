@@ -7,6 +7,7 @@
 //! estimate (buckets × bucket size).
 
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,12 +74,14 @@ fn report_memory() {
     );
 }
 
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+
 fn view<'a>(headers: &'a mut HeaderMap, ctx: &'a mut PluginCtx) -> RequestView<'a> {
     RequestView {
         method: &Method::GET,
         path: "/api/tasks",
         headers,
-        client_ip: Some("198.51.100.7".parse().expect("ip")),
+        client_ip: Some(CLIENT),
         ctx,
     }
 }
@@ -114,6 +117,14 @@ fn rate_limit(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % KEYS;
             black_box(many.check(ks[i]))
+        })
+    });
+
+    let mut h = HeaderMap::new();
+    g.bench_function("key_of/client_ip", |b| {
+        b.iter(|| {
+            let mut ctx = PluginCtx::default();
+            black_box(one.key_of(&view(&mut h, &mut ctx)))
         })
     });
 
