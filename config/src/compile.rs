@@ -154,9 +154,6 @@ pub(crate) fn compile(
 }
 
 fn listeners(c: &mut Compiler<'_>, raw: &RawListeners) -> Listeners {
-    if raw.h3.is_some() {
-        c.unsupported("listeners.h3", "the HTTP/3 listener");
-    }
     let http = c.listen_addr(
         "listeners.http",
         raw.http.as_deref().unwrap_or("0.0.0.0:8080"),
@@ -185,7 +182,18 @@ fn listeners(c: &mut Compiler<'_>, raw: &RawListeners) -> Listeners {
             );
         }
     }
-    Listeners { http, https, admin }
+    // HTTP/3 is UDP: it may share the https port number (and any TCP listener's address).
+    let h3 = raw
+        .h3
+        .as_deref()
+        .and_then(|a| c.listen_addr("listeners.h3", a));
+    Listeners {
+        http,
+        https,
+        admin,
+        h3,
+        alt_svc: raw.alt_svc.unwrap_or(true),
+    }
 }
 
 fn admin(c: &mut Compiler<'_>, raw: RawAdmin) -> AdminSettings {

@@ -40,8 +40,10 @@ pub struct RawListeners {
     pub http: Option<String>,
     /// TLS with ALPN h2 and http/1.1.
     pub https: Option<String>,
-    /// QUIC / HTTP/3 (not implemented yet).
+    /// QUIC / HTTP/3 (UDP; may share the https port number).
     pub h3: Option<String>,
+    /// `Alt-Svc: h3=...` on responses over TLS when `h3` is on; default true.
+    pub alt_svc: Option<bool>,
     /// Admin API; off when omitted (the shipped config sets `127.0.0.1:9901`).
     pub admin: Option<String>,
 }

@@ -50,6 +50,10 @@ pub struct Listeners {
     pub https: Option<SocketAddr>,
     /// Admin API.
     pub admin: Option<SocketAddr>,
+    /// QUIC endpoint (HTTP/3), UDP.
+    pub h3: Option<SocketAddr>,
+    /// Advertise HTTP/3 with `Alt-Svc` on responses over TLS (when `h3` is on).
+    pub alt_svc: bool,
 }
 
 /// `[admin]` settings.

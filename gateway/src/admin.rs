@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use orchestra_lb::BreakerState;
 use orchestra_metrics::{export, Summary, Window};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -288,7 +289,21 @@ fn upstreams(state: &GatewayState) -> Resp {
                 })
                 .collect();
             let breaker = u.policy.breaker.as_ref().map(|b| {
-                json!({"state": format!("{:?}", b.state()).to_lowercase(), "in_flight": b.in_flight(), "trips": b.trips()})
+                {
+                    let (state, open_remaining_ms) = match b.state() {
+                        BreakerState::Closed => ("closed", None),
+                        BreakerState::HalfOpen => ("half_open", None),
+                        BreakerState::Open { remaining } => {
+                            ("open", Some(remaining.as_millis() as u64))
+                        }
+                    };
+                    json!({
+                        "state": state,
+                        "open_remaining_ms": open_remaining_ms,
+                        "in_flight": b.in_flight(),
+                        "trips": b.trips(),
+                    })
+                }
             });
             let budget = &u.policy.retry_budget;
             json!({

@@ -34,6 +34,8 @@ pub struct Attempts {
     request: Option<RequestGuard>,
     retry: Option<RetryGuard>,
     upstream_failed: bool,
+    last_failed: Option<usize>,
+    current: Option<usize>,
 }
 
 /// The hash of a request's affinity key, when the upstream hashes and the key is present.
@@ -73,13 +75,28 @@ impl Attempts {
         let ctx = PickContext {
             hash_key: self.hash_key,
         };
-        let (idx, slot) =
-            upstream
-                .balancer
-                .pick_and_start(&ctx)
-                .ok_or_else(|| GatewayError::NoTarget {
-                    upstream: upstream.name.to_string(),
-                })?;
+        let no_target = || GatewayError::NoTarget {
+            upstream: upstream.name.to_string(),
+        };
+        let (mut idx, mut slot) = upstream
+            .balancer
+            .pick_and_start(&ctx)
+            .ok_or_else(no_target)?;
+        // A retry avoids the target that just failed when the balancer offers another: a target
+        // that refuses connections fails fast, so until it is ejected it can look cheapest.
+        if upstream.balancer.targets().len() > 1 {
+            for _ in 0..3 {
+                if Some(idx) != self.last_failed {
+                    break;
+                }
+                drop(slot);
+                (idx, slot) = upstream
+                    .balancer
+                    .pick_and_start(&ctx)
+                    .ok_or_else(no_target)?;
+            }
+        }
+        self.current = Some(idx);
         self.slot = Some(slot);
         self.started = Some(Instant::now());
         self.outcome = None;
@@ -104,6 +121,7 @@ impl Attempts {
     /// The current attempt failed before a usable response head.
     pub fn failed(&mut self) {
         self.upstream_failed = true;
+        self.last_failed = self.current;
         if let Some(slot) = self.slot.take() {
             slot.complete(Outcome::failure(self.latency()));
         }
@@ -122,6 +140,8 @@ impl Attempts {
         if !policy.should_retry(self.retries, failure, idempotent) {
             return false;
         }
+        // This request's previous retry is over: free its slot before asking for the next one.
+        self.retry = None;
         match upstream.policy.retry_budget.try_start_retry() {
             Some(guard) => {
                 self.retry = Some(guard);

@@ -87,6 +87,15 @@ macro_rules! pingora_header_ops {
 pingora_header_ops!(PingoraRequestHeaders);
 pingora_header_ops!(PingoraResponseHeaders);
 
+/// `Alt-Svc: h3=":PORT"; ma=86400` for responses over TLS while HTTP/3 is on and
+/// `[listeners] alt_svc` is true (the default).
+fn alt_svc(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
+    let listeners = &ctx.snapshot.listeners;
+    let port = listeners.h3.filter(|_| listeners.alt_svc)?.port();
+    session.digest()?.ssl_digest.as_ref()?;
+    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
+}
+
 /// Writes a complete gateway-generated response.
 async fn write_local(
     session: &mut Session,
@@ -102,6 +111,9 @@ async fn write_local(
     }
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     pipeline.on_response(ctx, status, &mut PingoraResponseHeaders(&mut resp));
+    if let Some(v) = alt_svc(session, ctx) {
+        resp.insert_header(http::header::ALT_SVC, v)?;
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
@@ -313,13 +325,16 @@ impl ProxyHttp for PingoraFront {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = resp.status;
         self.pipeline
             .on_response(ctx, status, &mut PingoraResponseHeaders(resp));
+        if let Some(v) = alt_svc(session, ctx) {
+            resp.insert_header(http::header::ALT_SVC, v)?;
+        }
         Ok(())
     }
 
@@ -382,6 +397,9 @@ impl ProxyHttp for PingoraFront {
         let code = match err {
             Some(err) if session.response_written().is_none() => {
                 let status = err.status().as_u16();
+                // pingora does not reuse a client connection after an upstream failure; say so
+                // (`Connection: close`) instead of promising keep-alive.
+                session.set_keepalive(None);
                 if let Err(we) = write_error(session, &self.pipeline, ctx, err).await {
                     tracing::debug!(error = %we, "could not send error response");
                 }

@@ -10,6 +10,7 @@
 //! | [`attempt`] | upstream attempts: circuit breaker, retry budget, balancer outcomes, retries |
 //! | [`upstream`] | how a picked target becomes a pingora `HttpPeer` (protocol, TLS, timeouts) |
 //! | [`ws_tunnel`] | WebSocket upgrades: the handshake and the byte tunnel after `101` |
+//! | [`h3`] | the HTTP/3 front: QUIC endpoint (quinn, ALPN dispatch), h3 streams through the same pipeline |
 //! | [`error`] | gateway errors, their status codes and JSON bodies |
 //! | [`request_id`] | `x-request-id` and W3C `traceparent` |
 //! | [`access_log`] | one JSON line per request |
@@ -30,6 +31,7 @@ pub mod admin_client;
 pub mod attempt;
 pub mod error;
 pub mod front;
+pub mod h3;
 pub mod health;
 pub mod listener;
 pub mod logging;

@@ -71,6 +71,7 @@ pub fn start(
         threads: worker_threads(&snapshot),
         grace_period_seconds: Some(snapshot.server.grace_period.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -50,8 +50,30 @@ pub struct History {
 #[derive(Debug)]
 struct HistoryInner {
     path: Option<PathBuf>,
+    /// What the process bound at start: listener, TLS, thread and data-dir settings.
+    bound: Bound,
     versions: VecDeque<Version>,
     next_version: u64,
+}
+
+/// Settings fixed at process start; a config that changes them needs a restart.
+#[derive(Debug, Clone, PartialEq)]
+struct Bound {
+    listeners: orchestra_config::Listeners,
+    tls: Option<orchestra_config::TlsFiles>,
+    threads: usize,
+    data_dir: PathBuf,
+}
+
+impl Bound {
+    fn of(s: &Snapshot) -> Bound {
+        Bound {
+            listeners: s.listeners.clone(),
+            tls: s.tls.clone(),
+            threads: s.server.threads,
+            data_dir: s.server.data_dir.clone(),
+        }
+    }
 }
 
 impl History {
@@ -61,6 +83,7 @@ impl History {
         History {
             inner: Mutex::new(HistoryInner {
                 path: None,
+                bound: Bound::of(&first.snapshot),
                 versions,
                 next_version: first.version + 1,
             }),
@@ -162,27 +185,39 @@ pub enum ReloadError {
     NoPrevious,
 }
 
-fn restart_needed(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+/// Settings of `new` that differ from what the process bound at start (not from the previous
+/// config: a pending restart stays reported until the process restarts).
+fn restart_needed(bound: &Bound, new: &Snapshot) -> Vec<String> {
+    let new = Bound::of(new);
     let mut out = Vec::new();
-    if old.listeners.http != new.listeners.http {
-        out.push("listeners.http".to_string());
-    }
-    if old.listeners.https != new.listeners.https {
-        out.push("listeners.https".to_string());
-    }
-    if old.listeners.admin != new.listeners.admin {
-        out.push("listeners.admin".to_string());
-    }
-    if old.tls != new.tls {
-        out.push("tls".to_string());
-    }
-    if old.server.threads != new.server.threads {
-        out.push("server.threads".to_string());
-    }
-    if old.server.data_dir != new.server.data_dir {
-        out.push("server.data_dir".to_string());
+    for (name, changed) in [
+        ("listeners.http", bound.listeners.http != new.listeners.http),
+        (
+            "listeners.https",
+            bound.listeners.https != new.listeners.https,
+        ),
+        (
+            "listeners.admin",
+            bound.listeners.admin != new.listeners.admin,
+        ),
+        ("tls", bound.tls != new.tls),
+        ("server.threads", bound.threads != new.threads),
+        ("server.data_dir", bound.data_dir != new.data_dir),
+    ] {
+        if changed {
+            out.push(name.to_string());
+        }
     }
     out
+}
+
+/// True when the running config has plugins that read files at build time (`jwt` secrets and
+/// JWKS): a reload rebuilds them even when the config text is unchanged, so rotated keys apply.
+fn rereads_files(live: &Live) -> bool {
+    live.snapshot
+        .plugins
+        .values()
+        .any(|d| d.definition.get("kind").and_then(|k| k.as_str()) == Some("jwt"))
 }
 
 /// Validates `text` fully and swaps it in; on any error the running config stays.
@@ -195,7 +230,7 @@ pub fn apply(
     let mut history = state.history.lock();
     let current = state.live();
     let sha = sha256_hex(text);
-    if sha == current.sha256 {
+    if sha == current.sha256 && !rereads_files(&current) {
         return Ok(Applied {
             version: current.version,
             sha256: sha,
@@ -205,7 +240,7 @@ pub fn apply(
     }
     let snapshot = orchestra_config::compile_with(text, file, Some(&current.snapshot))
         .map_err(ReloadError::Invalid)?;
-    let restart = restart_needed(&current.snapshot, &snapshot);
+    let restart = restart_needed(&history.bound, &snapshot);
     let version = history.next_version;
     history.next_version += 1;
     let live = make_live(&state.registry, snapshot, text, version, source);

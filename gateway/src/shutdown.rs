@@ -71,6 +71,8 @@ pub struct ControlPlane {
     pub admin: Option<std::net::TcpListener>,
     /// Poll interval of the config file watch (`None` = no watch).
     pub watch_interval: Option<Duration>,
+    /// The HTTP/3 endpoint, drained with the rest (GOAWAY, in-flight streams, close).
+    pub h3: Option<crate::h3::H3Service>,
 }
 
 /// The control-plane runtime with its signal handlers installed.
@@ -162,7 +164,13 @@ pub fn run_control_plane(
                     tracing::info!(in_flight = state.in_flight(), grace_ms = grace.as_millis() as u64, "SIGTERM: draining");
                     state.set_ready(false);
                     trigger.send(Decision::Graceful);
+                    if let Some(h3) = &plane.h3 {
+                        h3.begin_shutdown();
+                    }
                     drain(&state, grace).await;
+                    if let Some(h3) = &plane.h3 {
+                        h3.close().await;
+                    }
                     return 0;
                 }
                 _ = int.recv() => {

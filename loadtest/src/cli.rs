@@ -36,6 +36,9 @@ pub enum ModeCmd {
     /// HTTP/2 over TLS (ALPN h2); https:// URLs. Use --insecure for self-signed certificates
     /// or --ca FILE.
     H2(H2Args),
+    /// HTTP/3 over QUIC (ALPN h3); https:// URLs naming the server's UDP port. Same flags as h2
+    /// (--streams per connection, --insecure or --ca).
+    H3(H2Args),
     /// WebSocket echo round trips: each request is one binary message of --msg-size bytes that
     /// the server must send back; ws:// or wss:// URLs.
     Ws(WsArgs),
@@ -53,7 +56,7 @@ impl ModeCmd {
     pub fn common(&self) -> &CommonArgs {
         match self {
             ModeCmd::H1(a) => &a.common,
-            ModeCmd::H2c(a) | ModeCmd::H2(a) => &a.common,
+            ModeCmd::H2c(a) | ModeCmd::H2(a) | ModeCmd::H3(a) => &a.common,
             ModeCmd::Ws(a) => &a.common,
             ModeCmd::WsHold(a) => &a.common,
             ModeCmd::Sse(a) => &a.common,

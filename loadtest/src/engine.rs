@@ -157,6 +157,10 @@ async fn worker<D: Driver>(
     timeout: Duration,
 ) {
     let mut conn: Option<D::Conn> = None;
+    // One timer per worker, pushed forward for each request: extending a tokio timer's deadline
+    // does not touch the timer wheel, so a timeout costs almost nothing per request.
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
     loop {
         // When this request's clock starts, whether it is measured, and (open loop) its
         // intended time.
@@ -196,9 +200,11 @@ async fn worker<D: Driver>(
             };
             driver.request(c).await
         };
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(note_error(
+        deadline.as_mut().reset((sent + timeout).into());
+        let result = tokio::select! {
+            biased;
+            r = exchange => r,
+            () = &mut deadline => Err(note_error(
                 ErrorKind::Timeout,
                 &format_args!("no complete response within {timeout:?}"),
             )),

@@ -138,3 +138,21 @@ fn connect_errors_are_counted_and_the_run_ends() {
     assert_eq!(r["ok"], 0);
     assert_eq!(r["errors"]["connect"], 20);
 }
+
+#[test]
+fn slow_responses_time_out() {
+    let addr = start_upstream();
+    let r = loadtest(&[
+        "h1",
+        "-u",
+        &format!("http://{addr}/slow?ms=2000"),
+        "-n",
+        "2",
+        "-c",
+        "2",
+        "--timeout",
+        "100ms",
+    ]);
+    assert_eq!(r["requests"], 2, "{r}");
+    assert_eq!(r["errors"]["timeout"], 2, "{r}");
+}

@@ -7,25 +7,31 @@
 //! | module | what it gives a test |
 //! |---|---|
 //! | [`upstream::http`] | an echo server speaking HTTP/1.1 and h2c on one port, plus a TLS variant (ALPN `h2`, `http/1.1`) |
+//! | [`upstream::controlled`] | the same echo server with a per-response delay, stoppable and restartable on its port |
 //! | [`upstream::sse`] | a Server-Sent Events server whose second event waits on a gate the test opens |
 //! | [`upstream::ws`] | a WebSocket echo server (close code 4001 on request) |
 //! | [`upstream::grpc`] | a gRPC server (h2c) with unary, server-streaming and failing methods |
 //! | [`grpc`] | the hand-written protobuf messages and a gRPC client for that server |
+//! | [`h3`] | an HTTP/3 client (quinn + h3) trusting a given certificate |
 //! | [`client`] | HTTP/2 clients (h2c prior knowledge, TLS) that expose response trailers |
 //! | [`tls`] | self-signed certificates and rustls configurations (ring provider) |
-//! | [`gateway`] | [`GatewayProcess`]: write a config, start `orchestra-gateway`, wait for `/healthz`, read its logs, send SIGTERM |
+//! | [`gateway`] | [`GatewayProcess`]: write a config, start `orchestra-gateway`, wait for `/healthz`, read its logs, send SIGTERM; admin port, config rewrites, SIGHUP |
 //! | [`net`] | free ports and addresses nothing listens on |
+//! | [`raw_http`] | a raw HTTP/1.1 client: oversized heads, chunked bodies sent piece by piece, answers that arrive before the request is complete |
 //!
 //! Every server handle stops its server (listener and open connections) when dropped.
 
 pub mod client;
 pub mod gateway;
 pub mod grpc;
+pub mod h3;
 pub mod net;
+pub mod raw_http;
 pub mod tls;
 pub mod upstream;
 
 pub use gateway::{CheckOutput, GatewayBuilder, GatewayProcess, LaunchError};
+pub use upstream::controlled::ControlledEcho;
 pub use upstream::grpc::GrpcServer;
 pub use upstream::http::EchoServer;
 pub use upstream::sse::SseServer;

@@ -2,6 +2,8 @@
 //! use a system proxy, and TOML snippets for upstreams and routes.
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

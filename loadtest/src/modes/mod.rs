@@ -8,6 +8,7 @@
 
 pub mod h1;
 pub mod h2;
+pub mod h3;
 pub mod http;
 pub mod sse;
 pub mod ws;
@@ -41,7 +42,7 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
             let workers = a.load.connections;
             run_requests(driver, "h1", &a.load, 1, workers, threads, progress).await
         }
-        ModeCmd::H2c(a) | ModeCmd::H2(a) if a.streams == 0 => {
+        ModeCmd::H2c(a) | ModeCmd::H2(a) | ModeCmd::H3(a) if a.streams == 0 => {
             let _ = a;
             Err("-m/--streams must be at least 1".into())
         }
@@ -53,6 +54,7 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
             let target = Target::parse(&a.load.url, &["https"])?;
             run_h2(target, a, "h2", threads, progress).await
         }
+        ModeCmd::H3(a) => h3::run(a, threads, progress).await,
         ModeCmd::Ws(a) => {
             let target = Target::parse(&a.load.url, &["ws", "wss"])?;
             let connector = connector(&target, &a.tls, &[b"http/1.1"]).await?;

@@ -13,20 +13,27 @@ pub const HTTPS_PLACEHOLDER: &str = "@HTTPS@";
 pub const DATA_DIR_PLACEHOLDER: &str = "@DATA_DIR@";
 /// Placeholder replaced by the temporary directory holding the config and logs.
 pub const DIR_PLACEHOLDER: &str = "@DIR@";
+/// Placeholder replaced by the `admin` listener address (`127.0.0.1:PORT`).
+pub const ADMIN_PLACEHOLDER: &str = "@ADMIN@";
 
 /// Describes a gateway to start; see [`GatewayProcess::builder`].
 ///
 /// By default the generated config has an `http` listener, `threads = 1`,
 /// `grace_period = "5s"` and `data_dir = "@DATA_DIR@"`, followed by the body given to
-/// [`GatewayBuilder::config`] (upstreams, routes, plugins). [`GatewayBuilder::raw_config`]
-/// replaces the whole file instead. In both, the placeholders [`HTTP_PLACEHOLDER`],
-/// [`HTTPS_PLACEHOLDER`], [`DATA_DIR_PLACEHOLDER`] and [`DIR_PLACEHOLDER`] are substituted.
+/// [`GatewayBuilder::config`] (upstreams, routes, plugins). [`GatewayBuilder::admin`] adds
+/// an `admin` listener on a free port, [`GatewayBuilder::admin_token`] also an `[admin]`
+/// table with that token. [`GatewayBuilder::raw_config`] replaces the whole file instead.
+/// In both, the placeholders [`HTTP_PLACEHOLDER`], [`HTTPS_PLACEHOLDER`],
+/// [`ADMIN_PLACEHOLDER`], [`DATA_DIR_PLACEHOLDER`] and [`DIR_PLACEHOLDER`] are substituted
+/// (an admin port is allocated whenever the template mentions [`ADMIN_PLACEHOLDER`]).
 #[derive(Clone, Debug)]
 pub struct GatewayBuilder {
     pub(crate) bin: PathBuf,
     pub(crate) body: String,
     pub(crate) raw: Option<String>,
     pub(crate) https: bool,
+    pub(crate) admin: bool,
+    pub(crate) admin_token: Option<String>,
     pub(crate) threads: u32,
     pub(crate) grace_period: String,
     pub(crate) env: Vec<(String, String)>,
@@ -41,6 +48,8 @@ impl GatewayBuilder {
             body: String::new(),
             raw: None,
             https: false,
+            admin: false,
+            admin_token: None,
             threads: 1,
             grace_period: "5s".to_string(),
             env: vec![("RUST_LOG".to_string(), "info".to_string())],
@@ -65,6 +74,20 @@ impl GatewayBuilder {
     /// Also configures the `https` listener (default: off).
     pub fn https(mut self, on: bool) -> Self {
         self.https = on;
+        self
+    }
+
+    /// Also configures the `admin` listener on a free loopback port (default: off); see
+    /// [`GatewayProcess::admin_addr`].
+    pub fn admin(mut self, on: bool) -> Self {
+        self.admin = on;
+        self
+    }
+
+    /// Configures the admin listener with `[admin] token = "TOKEN"`.
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin = true;
+        self.admin_token = Some(token.into());
         self
     }
 
@@ -115,23 +138,63 @@ impl GatewayBuilder {
         if self.https {
             out.push_str(&format!("https = \"{HTTPS_PLACEHOLDER}\"\n"));
         }
+        if self.admin {
+            out.push_str(&format!("admin = \"{ADMIN_PLACEHOLDER}\"\n"));
+        }
         out.push_str("\n[server]\n");
         out.push_str(&format!("threads = {}\n", self.threads));
         out.push_str(&format!("grace_period = \"{}\"\n", self.grace_period));
         out.push_str(&format!("data_dir = \"{DATA_DIR_PLACEHOLDER}\"\n\n"));
+        if let Some(token) = &self.admin_token {
+            out.push_str(&format!("[admin]\ntoken = {}\n\n", toml_string(token)));
+        }
         out.push_str(&self.body);
         out.push('\n');
         out
     }
+
+    /// True when the started process needs an admin port.
+    pub(crate) fn wants_admin(&self) -> bool {
+        self.admin || self.template().contains(ADMIN_PLACEHOLDER)
+    }
 }
 
-/// Substitutes the placeholders of a config template.
-pub(crate) fn render(template: &str, http: &str, https: &str, data_dir: &str, dir: &str) -> String {
-    template
-        .replace(HTTP_PLACEHOLDER, http)
-        .replace(HTTPS_PLACEHOLDER, https)
-        .replace(DATA_DIR_PLACEHOLDER, data_dir)
-        .replace(DIR_PLACEHOLDER, dir)
+/// `text` as a TOML basic string (quoted, with `"` and `\\` escaped).
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The values substituted for the placeholders of a config template.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Substitutions {
+    pub(crate) http: String,
+    pub(crate) https: String,
+    pub(crate) admin: String,
+    pub(crate) data_dir: String,
+    pub(crate) dir: String,
+}
+
+impl Substitutions {
+    /// Substitutes the placeholders of a config template.
+    pub(crate) fn render(&self, template: &str) -> String {
+        template
+            .replace(HTTP_PLACEHOLDER, &self.http)
+            .replace(HTTPS_PLACEHOLDER, &self.https)
+            .replace(ADMIN_PLACEHOLDER, &self.admin)
+            .replace(DATA_DIR_PLACEHOLDER, &self.data_dir)
+            .replace(DIR_PLACEHOLDER, &self.dir)
+    }
 }
 
 #[cfg(test)]
@@ -144,7 +207,14 @@ mod tests {
             .https(true)
             .grace_period("2s")
             .config("[[upstreams]]\nname = \"a\"\n");
-        let text = render(&b.template(), "127.0.0.1:1", "127.0.0.1:2", "/d", "/t");
+        let subs = Substitutions {
+            http: "127.0.0.1:1".into(),
+            https: "127.0.0.1:2".into(),
+            data_dir: "/d".into(),
+            dir: "/t".into(),
+            ..Substitutions::default()
+        };
+        let text = subs.render(&b.template());
         let parsed: toml_like::Doc = toml_like::parse(&text);
         assert_eq!(parsed.get("http"), Some("\"127.0.0.1:1\""));
         assert_eq!(parsed.get("https"), Some("\"127.0.0.1:2\""));
@@ -157,6 +227,24 @@ mod tests {
     fn https_listener_is_off_by_default() {
         let b = GatewayBuilder::new("/bin/true");
         assert!(!b.template().contains("https"));
+        assert!(!b.wants_admin());
+    }
+
+    #[test]
+    fn admin_listener_and_token() {
+        let b = GatewayBuilder::new("/bin/true").admin_token("t\"k");
+        assert!(b.wants_admin());
+        let subs = Substitutions {
+            admin: "127.0.0.1:3".into(),
+            ..Substitutions::default()
+        };
+        let text = subs.render(&b.template());
+        let parsed: toml_like::Doc = toml_like::parse(&text);
+        assert_eq!(parsed.get("admin"), Some("\"127.0.0.1:3\""));
+        assert_eq!(parsed.get("token"), Some("\"t\\\"k\""));
+        assert!(text.contains("\n[admin]\n"));
+        let raw = GatewayBuilder::new("/bin/true").raw_config("admin = \"@ADMIN@\"");
+        assert!(raw.wants_admin());
     }
 
     /// Tiny `key = value` reader, enough for the assertions above.

@@ -4,17 +4,23 @@
 //! crate pass `env!("CARGO_BIN_EXE_orchestra-gateway")`). Starting it:
 //! 1. creates a temporary directory holding `gateway.toml`, `stderr.log`, `stdout.log`
 //!    and the data directory `data/`;
-//! 2. picks free loopback ports for the `http` (and optionally `https`) listeners;
+//! 2. picks free loopback ports for the `http` (and optionally `https` and `admin`)
+//!    listeners;
 //! 3. spawns `orchestra-gateway run -c <dir>/gateway.toml` with stderr and stdout captured
 //!    to files;
 //! 4. waits until `GET /healthz` on the http listener answers `200 {"status":"ok"}` (and
-//!    the https port accepts connections), failing with the captured stderr if the process
+//!    the https and admin ports accept connections), failing with the captured stderr if the process
 //!    exits or the startup timeout passes. If stderr reports a port in use (another
 //!    process took it between our probe and the gateway's bind), the process is killed and
 //!    started again on new ports (at most 3 attempts).
 //!
 //! The process is killed when the [`GatewayProcess`] is dropped. [`run_check`] runs the
 //! `check` subcommand on a config instead.
+//!
+//! For hot-reload tests, [`GatewayProcess::config_text`] renders another config body with the
+//! same listeners and `[server]` / `[admin]` settings, [`GatewayProcess::write_config`]
+//! rewrites the config file in place, [`GatewayProcess::replace_config`] writes a new file
+//! and renames it over the old one, and [`GatewayProcess::sighup`] asks for a reload.
 
 mod builder;
 mod check;
@@ -22,7 +28,8 @@ mod logs;
 mod probe;
 
 pub use builder::{
-    GatewayBuilder, DATA_DIR_PLACEHOLDER, DIR_PLACEHOLDER, HTTPS_PLACEHOLDER, HTTP_PLACEHOLDER,
+    GatewayBuilder, ADMIN_PLACEHOLDER, DATA_DIR_PLACEHOLDER, DIR_PLACEHOLDER, HTTPS_PLACEHOLDER,
+    HTTP_PLACEHOLDER,
 };
 pub use check::{run_check, CheckOutput};
 pub use logs::{flatten_log_line, flatten_log_lines};
@@ -108,6 +115,9 @@ pub struct GatewayProcess {
     dir: TempDir,
     http: SocketAddr,
     https: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    builder: GatewayBuilder,
+    subs: builder::Substitutions,
 }
 
 impl GatewayProcess {
@@ -126,13 +136,19 @@ impl GatewayProcess {
             attempt += 1;
             let http = free_addr()?;
             let https = if b.https { Some(free_addr()?) } else { None };
-            let text = builder::render(
-                &template,
-                &http.to_string(),
-                &https.map(|a| a.to_string()).unwrap_or_default(),
-                &data_dir.to_string_lossy(),
-                &dir.path().to_string_lossy(),
-            );
+            let admin = if b.wants_admin() {
+                Some(free_addr()?)
+            } else {
+                None
+            };
+            let subs = builder::Substitutions {
+                http: http.to_string(),
+                https: https.map(|a| a.to_string()).unwrap_or_default(),
+                admin: admin.map(|a| a.to_string()).unwrap_or_default(),
+                data_dir: data_dir.to_string_lossy().into_owned(),
+                dir: dir.path().to_string_lossy().into_owned(),
+            };
+            let text = subs.render(&template);
             let config_path = dir.path().join("gateway.toml");
             std::fs::write(&config_path, text)?;
 
@@ -149,7 +165,8 @@ impl GatewayProcess {
                 .stdout(File::create(dir.path().join("stdout.log"))?)
                 .stderr(File::create(dir.path().join("stderr.log"))?);
             let mut child = cmd.spawn()?;
-            let wait = probe::wait_healthy(&mut child, dir.path(), http, https, b.startup_timeout);
+            let extra: Vec<SocketAddr> = https.into_iter().chain(admin).collect();
+            let wait = probe::wait_healthy(&mut child, dir.path(), http, &extra, b.startup_timeout);
             match wait.await {
                 Ok(()) => {
                     return Ok(GatewayProcess {
@@ -158,6 +175,9 @@ impl GatewayProcess {
                         dir,
                         http,
                         https,
+                        admin,
+                        builder: b,
+                        subs,
                     })
                 }
                 Err(e) => {
@@ -180,6 +200,30 @@ impl GatewayProcess {
     /// The `https` listener address, when enabled.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https
+    }
+
+    /// The `admin` listener address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// `http://127.0.0.1:PORT` of the admin listener (the form `--admin` takes). Panics when
+    /// the admin listener is off.
+    pub fn admin_base_url(&self) -> String {
+        let addr = self
+            .admin
+            .unwrap_or_else(|| panic!("admin listener not enabled for this gateway"));
+        format!("http://{addr}")
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the admin listener. Panics when it is off.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_base_url())
+    }
+
+    /// The admin token configured with [`GatewayBuilder::admin_token`].
+    pub fn admin_token(&self) -> Option<&str> {
+        self.builder.admin_token.as_deref()
     }
 
     /// `http://127.0.0.1:PORT{path}` on the http listener.
@@ -225,6 +269,44 @@ impl GatewayProcess {
     /// The contents of the generated self-signed certificate (PEM).
     pub fn self_signed_cert_pem(&self) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.self_signed_cert_path())
+    }
+
+    /// Substitutes this process's placeholders (listener addresses, data dir, dir) in
+    /// `template`.
+    pub fn render(&self, template: &str) -> String {
+        self.subs.render(template)
+    }
+
+    /// A whole config file with the same listeners, `[server]` and `[admin]` settings as
+    /// this process was started with, and `body` (upstreams, routes, plugins) in place of the
+    /// original body. Not meaningful for gateways started with
+    /// [`GatewayBuilder::raw_config`] (use [`GatewayProcess::render`] there).
+    pub fn config_text(&self, body: &str) -> String {
+        self.render(&self.builder.clone().config(body).template())
+    }
+
+    /// Rewrites the config file in place (truncate and write, same inode), as an editor that
+    /// saves in place does. The gateway does not re-read it until told or its watch sees it.
+    pub fn write_config(&self, text: &str) -> std::io::Result<()> {
+        std::fs::write(self.config_path(), text)
+    }
+
+    /// Writes `text` to a new file next to the config file and renames it over the config
+    /// file (a new inode), as editors and config-management tools that save atomically do.
+    pub fn replace_config(&self, text: &str) -> std::io::Result<()> {
+        let tmp = self.dir.path().join(".gateway.toml.new");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, self.config_path())
+    }
+
+    /// The config file's current contents.
+    pub fn read_config(&self) -> std::io::Result<String> {
+        std::fs::read_to_string(self.config_path())
+    }
+
+    /// Sends SIGHUP (reload the config file).
+    pub fn sighup(&self) -> std::io::Result<()> {
+        self.signal(libc::SIGHUP)
     }
 
     /// The process id.

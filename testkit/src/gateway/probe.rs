@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 use super::{read_lossy, LaunchError, POLL};
 
 /// Waits until `GET /healthz` on `http` answers 200 with `"status":"ok"` in its body (so a
-/// foreign server that happens to hold the port is not mistaken for the gateway) and the
-/// `https` port, if any, accepts TCP connections.
+/// foreign server that happens to hold the port is not mistaken for the gateway) and every
+/// `extra` listener (https, admin) accepts TCP connections.
 ///
 /// Fails with [`LaunchError::Exited`] when the child exits, [`LaunchError::PortInUse`] as
 /// soon as its stderr reports a port in use, and [`LaunchError::Timeout`] after `timeout`.
@@ -20,7 +20,7 @@ pub(crate) async fn wait_healthy(
     child: &mut Child,
     dir: &Path,
     http: SocketAddr,
-    https: Option<SocketAddr>,
+    extra: &[SocketAddr],
     timeout: Duration,
 ) -> Result<(), LaunchError> {
     let stderr = || read_lossy(&dir.join("stderr.log"));
@@ -46,13 +46,15 @@ pub(crate) async fn wait_healthy(
             }
         }
         if healthy {
-            match https {
-                None => return Ok(()),
-                Some(addr) => {
-                    if TcpStream::connect(addr).await.is_ok() {
-                        return Ok(());
-                    }
+            let mut all_up = true;
+            for addr in extra {
+                if TcpStream::connect(addr).await.is_err() {
+                    all_up = false;
+                    break;
                 }
+            }
+            if all_up {
+                return Ok(());
             }
         }
         if Instant::now() >= deadline {

@@ -57,10 +57,11 @@ pub struct EchoServer {
     _task: ServerTask,
 }
 
-struct EchoCtx {
-    name: String,
-    tls: bool,
-    log: RequestLog,
+/// What the echo handler needs to answer: shared with [`super::controlled`].
+pub(crate) struct EchoCtx {
+    pub(crate) name: String,
+    pub(crate) tls: bool,
+    pub(crate) log: RequestLog,
 }
 
 impl EchoServer {
@@ -151,7 +152,10 @@ impl EchoServer {
     }
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<EchoCtx>) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<EchoCtx>,
+) -> Result<Response<Body>, Infallible> {
     let recorded =
         RecordedRequest::from_parts(req.method(), req.uri(), req.version(), req.headers());
     ctx.log.record(recorded);

@@ -4,6 +4,7 @@
 //! stops (listener and connections) when its handle is dropped. Servers never panic on
 //! what a peer sends: malformed input closes that connection or yields an error status.
 
+pub mod controlled;
 pub mod grpc;
 pub mod http;
 pub mod sse;

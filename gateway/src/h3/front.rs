@@ -1,0 +1,528 @@
+//! The HTTP/3 per-request adapter: one request stream in, the [`Pipeline`]'s phases in the same
+//! order as the pingora front, one response out.
+//!
+//! ```text
+//! begin(H3) ─► identify ─► builtin? ─► route ─► on_request ─► [pick ─► connect ─► send_request]*
+//!   ─► upstream_responded ─► on_response ─► stream body ─► finish(status, bytes)
+//! ```
+//! Failures become [`Pipeline::error_response`] answers (the same JSON as HTTP/2). Retries follow
+//! [`Pipeline::attempt_failed`]: a connect failure may always be retried (nothing was sent); a
+//! reset, timeout or retryable 5xx only when the method is idempotent and no request body byte
+//! has been sent yet (the front keeps no replay buffer).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use orchestra_lb::Failure;
+use orchestra_plugins::Reject;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
+
+use super::upstream_client::{self, AttemptError, ResponseSink, UpstreamClient};
+use crate::error::GatewayError;
+use crate::pipeline::{ErrorResponse, Pipeline, Protocol, RequestCtx, RequestHead};
+use crate::upstream::http_peer;
+
+/// The send half of a request stream.
+pub type H3Send = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+/// The receive half of a request stream.
+pub type H3Recv = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
+/// A whole request stream as h3 hands it over.
+pub type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// Called on every request body chunk (the route's body-inspecting plugins).
+pub type Inspector<'a> = dyn FnMut(&[u8]) -> Result<(), GatewayError> + Send + 'a;
+
+/// Per-request limits of the HTTP/3 front.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest request body accepted (`413` beyond).
+    pub max_body: u64,
+    /// How long a response chunk may wait for the client's flow control.
+    pub send_stall: Duration,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body: 128 * 1024 * 1024,
+            send_stall: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How long the front waits for the first request body chunk before connecting upstream.
+const PEEK_WAIT: Duration = Duration::from_millis(50);
+
+/// Hop-by-hop headers never forwarded in either direction.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    use http::header::*;
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == TE
+        || name == PROXY_AUTHENTICATE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// The request body, read one chunk at a time from the stream (never buffered beyond one chunk).
+pub struct RequestBody {
+    recv: H3Recv,
+    pending: Option<Bytes>,
+    ended: bool,
+    received: u64,
+    taken: bool,
+    limit: u64,
+}
+
+fn too_large(limit: u64) -> GatewayError {
+    GatewayError::Rejected(Reject::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PARAM_001",
+        format!("request body exceeds {limit} bytes"),
+    ))
+}
+
+impl RequestBody {
+    fn new(recv: H3Recv, limit: u64) -> Self {
+        RequestBody {
+            recv,
+            pending: None,
+            ended: false,
+            received: 0,
+            taken: false,
+            limit,
+        }
+    }
+
+    /// True when the body is known to be empty (the stream ended with no data).
+    pub fn known_empty(&self) -> bool {
+        self.ended && self.received == 0
+    }
+
+    /// True while no body byte has left the gateway (the request can be replayed).
+    fn untouched(&self) -> bool {
+        !self.taken
+    }
+
+    async fn read(&mut self, inspect: &mut Inspector<'_>) -> Result<Option<Bytes>, GatewayError> {
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            let chunk = match self.recv.recv_data().await {
+                Ok(Some(mut buf)) => buf.copy_to_bytes(buf.remaining()),
+                Ok(None) => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                Err(e) => return Err(GatewayError::BadRequest(format!("request body: {e}"))),
+            };
+            if chunk.is_empty() {
+                continue;
+            }
+            self.received += chunk.len() as u64;
+            if self.received > self.limit {
+                return Err(too_large(self.limit));
+            }
+            inspect(&chunk)?;
+            return Ok(Some(chunk));
+        }
+    }
+
+    /// Reads the first chunk ahead (or learns that the body is empty) before connecting.
+    async fn peek(&mut self, inspect: &mut Inspector<'_>) -> Result<(), GatewayError> {
+        if self.pending.is_none() && !self.ended {
+            self.pending = self.read(inspect).await?;
+        }
+        Ok(())
+    }
+
+    /// The next chunk for the upstream; `None` at the end.
+    pub async fn next(
+        &mut self,
+        inspect: &mut Inspector<'_>,
+    ) -> Result<Option<Bytes>, GatewayError> {
+        self.taken = true;
+        if let Some(b) = self.pending.take() {
+            return Ok(Some(b));
+        }
+        self.read(inspect).await
+    }
+
+    /// Request trailers, once the body has ended (not forwarded: pingora's client has no API).
+    async fn discard_trailers(&mut self) {
+        if self.ended {
+            let _ = self.recv.recv_trailers().await;
+        }
+    }
+}
+
+struct Sink<'a>(&'a mut H3Send);
+
+impl ResponseSink for Sink<'_> {
+    async fn send(&mut self, data: Bytes) -> Result<(), String> {
+        self.0.send_data(data).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The HTTP/3 front: the pipeline, pingora's upstream connector and the request limits.
+#[derive(Debug)]
+pub struct H3Front {
+    pipeline: Pipeline,
+    upstream: UpstreamClient,
+    limits: RequestLimits,
+}
+
+/// What went to the client: status (0 when none) and body bytes.
+type Sent = (u16, usize);
+
+impl H3Front {
+    /// Creates the front over the shared pipeline.
+    pub fn new(pipeline: Pipeline, limits: RequestLimits) -> Self {
+        H3Front {
+            pipeline,
+            upstream: UpstreamClient::new(),
+            limits,
+        }
+    }
+
+    /// Serves one request stream to its end.
+    pub async fn serve(self: Arc<Self>, req: Request<()>, stream: H3Stream, peer: SocketAddr) {
+        let (mut send, recv) = stream.split();
+        let mut ctx = self.pipeline.begin(Protocol::H3);
+        let mut body = RequestBody::new(recv, self.limits.max_body);
+        let (status, bytes) = self.handle(&mut ctx, req, &mut send, &mut body, peer).await;
+        self.pipeline.finish(&mut ctx, status, bytes);
+    }
+
+    async fn handle(
+        &self,
+        ctx: &mut RequestCtx,
+        req: Request<()>,
+        send: &mut H3Send,
+        body: &mut RequestBody,
+        peer: SocketAddr,
+    ) -> Sent {
+        let (parts, ()) = req.into_parts();
+        let ip = Some(peer.ip());
+        let head_only = parts.method == Method::HEAD;
+        {
+            let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+                parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            });
+            let head = RequestHead {
+                method: &parts.method,
+                host,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                client_ip: ip,
+            };
+            self.pipeline.identify(ctx, &head);
+            if let Some(local) = self.pipeline.builtin(&head) {
+                let json = [(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )];
+                return self
+                    .write_local(send, ctx, local.status, &json, local.body, head_only)
+                    .await;
+            }
+            if let Err(e) = self.pipeline.route(ctx, &head) {
+                return self.write_error(send, ctx, e, head_only).await;
+            }
+        }
+        let mut headers = parts.headers;
+        if let Err(e) = self.pipeline.on_request(ctx, ip, &mut headers) {
+            return self.write_error(send, ctx, e, head_only).await;
+        }
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.limits.max_body) {
+            let e = too_large(self.limits.max_body);
+            return self.write_error(send, ctx, e, head_only).await;
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let path = self
+            .pipeline
+            .upstream_path(ctx, pq)
+            .unwrap_or_else(|| pq.to_string());
+        let upstream_head = match upstream_head(&parts.method, &path, &headers, &parts.uri) {
+            Ok(h) => h,
+            Err(e) => return self.write_error(send, ctx, e, head_only).await,
+        };
+        // The first chunk (or the end) tells an empty body from a streamed one; a client that
+        // waits for the response head before sending (bidirectional streaming) is not waited on.
+        let peeked = {
+            let mut inspect = inspector(&self.pipeline, ctx);
+            tokio::time::timeout(PEEK_WAIT, body.peek(&mut inspect)).await
+        };
+        if let Ok(Err(e)) = peeked {
+            return self.write_error(send, ctx, e, head_only).await;
+        }
+        self.proxy(ctx, upstream_head, parts.method, send, body, head_only)
+            .await
+    }
+
+    /// Attempts until a response head is accepted, then streams the response.
+    async fn proxy(
+        &self,
+        ctx: &mut RequestCtx,
+        head: RequestHeader,
+        method: Method,
+        send: &mut H3Send,
+        body: &mut RequestBody,
+        head_only: bool,
+    ) -> Sent {
+        loop {
+            if let Some(delay) = ctx.upstream().and_then(|u| ctx.attempts.backoff(u)) {
+                tokio::time::sleep(delay).await;
+            }
+            let picked = match self.pipeline.pick(ctx) {
+                Ok(p) => p,
+                Err(e) => return self.write_error(send, ctx, e, head_only).await,
+            };
+            let peer = http_peer(&picked.upstream, picked.addr, false);
+            let name = picked.upstream.name.to_string();
+            let session = match self.upstream.connect(&peer).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if self
+                        .pipeline
+                        .attempt_failed(ctx, Failure::ConnectFailure, true)
+                    {
+                        continue;
+                    }
+                    let err = upstream_error(&name, &e);
+                    return self.write_error(send, ctx, err, head_only).await;
+                }
+            };
+            let sent = {
+                let mut inspect = inspector(&self.pipeline, ctx);
+                upstream_client::send_request(session, head.clone(), body, &mut inspect).await
+            };
+            let replayable = method.is_idempotent() && (body.untouched() || body.known_empty());
+            let mut exchange = match sent {
+                Ok(x) => x,
+                Err((mut session, AttemptError::Downstream(e))) => {
+                    session.shutdown().await;
+                    ctx.attempts.failed();
+                    return self.write_error(send, ctx, e, head_only).await;
+                }
+                Err((mut session, AttemptError::Upstream(e))) => {
+                    session.shutdown().await;
+                    let failure = if upstream_client::is_timeout(&e) {
+                        Failure::Timeout
+                    } else {
+                        Failure::Reset
+                    };
+                    if self.pipeline.attempt_failed(ctx, failure, replayable) && replayable {
+                        continue;
+                    }
+                    let err = upstream_error(&name, &e);
+                    return self.write_error(send, ctx, err, head_only).await;
+                }
+            };
+            let Some(resp) = upstream_client::response_head(&exchange.session) else {
+                exchange.session.shutdown().await;
+                let err = GatewayError::Internal("no response head".into());
+                return self.write_error(send, ctx, err, head_only).await;
+            };
+            let status = resp.status;
+            if status.as_u16() >= 500
+                && self
+                    .pipeline
+                    .attempt_failed(ctx, Failure::Status(status.as_u16()), replayable)
+                && replayable
+            {
+                exchange.session.shutdown().await;
+                continue;
+            }
+            self.pipeline.upstream_responded(ctx, status.as_u16());
+            let mut headers = HeaderMap::with_capacity(resp.headers.len() + 2);
+            for (n, v) in resp.headers.iter() {
+                if !hop_by_hop(n) {
+                    headers.append(n.clone(), v.clone());
+                }
+            }
+            self.pipeline.on_response(ctx, status, &mut headers);
+            let mut response = Response::new(());
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            if let Err(e) = send.send_response(response).await {
+                tracing::debug!(error = %e, "h3: client gone before the response head");
+                exchange.session.shutdown().await;
+                return (0, 0);
+            }
+            let streamed = {
+                let mut inspect = inspector(&self.pipeline, ctx);
+                let mut sink = Sink(send);
+                upstream_client::stream_response(
+                    &mut exchange,
+                    body,
+                    &mut sink,
+                    &mut inspect,
+                    self.limits.send_stall,
+                )
+                .await
+            };
+            return self
+                .end_response(ctx, exchange.session, &peer, send, body, streamed, status)
+                .await;
+        }
+    }
+
+    /// Trailers, stream end, and the upstream session back to the pool (or closed).
+    #[allow(clippy::too_many_arguments)]
+    async fn end_response(
+        &self,
+        ctx: &mut RequestCtx,
+        mut session: HttpSession,
+        peer: &pingora::upstreams::peer::HttpPeer,
+        send: &mut H3Send,
+        body: &mut RequestBody,
+        streamed: upstream_client::Streamed,
+        status: StatusCode,
+    ) -> Sent {
+        if let Some(e) = streamed.error {
+            tracing::debug!(error = %e, request_id = ctx.request_id(), "h3: response aborted");
+            send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+            session.shutdown().await;
+            return (status.as_u16(), streamed.bytes);
+        }
+        if let HttpSession::H2(h2) = &mut session {
+            if let Ok(Some(trailers)) = h2.read_trailers().await {
+                if let Err(e) = send.send_trailers(trailers).await {
+                    tracing::debug!(error = %e, "h3: sending trailers");
+                }
+            }
+        }
+        if let Err(e) = send.finish().await {
+            tracing::debug!(error = %e, "h3: finishing the response stream");
+        }
+        body.discard_trailers().await;
+        if streamed.request_done && session.response_done() {
+            self.upstream.release(session, peer).await;
+        } else {
+            session.shutdown().await;
+        }
+        (status.as_u16(), streamed.bytes)
+    }
+
+    async fn write_error(
+        &self,
+        send: &mut H3Send,
+        ctx: &mut RequestCtx,
+        err: GatewayError,
+        head_only: bool,
+    ) -> Sent {
+        let ErrorResponse {
+            status,
+            headers,
+            body,
+        } = self.pipeline.error_response(ctx, err);
+        self.write_local(send, ctx, status, &headers, body, head_only)
+            .await
+    }
+
+    /// Writes a complete gateway-generated response.
+    async fn write_local(
+        &self,
+        send: &mut H3Send,
+        ctx: &RequestCtx,
+        status: StatusCode,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        head_only: bool,
+    ) -> Sent {
+        let mut headers = HeaderMap::with_capacity(extra.len() + 3);
+        for (n, v) in extra {
+            headers.append(n.clone(), v.clone());
+        }
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        self.pipeline.on_response(ctx, status, &mut headers);
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        let n = if head_only { 0 } else { body.len() };
+        let result = async {
+            send.send_response(response).await?;
+            if n > 0 {
+                send.send_data(body).await?;
+            }
+            send.finish().await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "h3: could not send the gateway's response");
+        }
+        (status.as_u16(), n)
+    }
+}
+
+/// The request body inspector of `ctx`'s route (a no-op for chains that do not inspect bodies).
+fn inspector<'a>(
+    pipeline: &'a Pipeline,
+    ctx: &'a mut RequestCtx,
+) -> impl FnMut(&[u8]) -> Result<(), GatewayError> + Send + 'a {
+    let inspects = pipeline.inspects_body(ctx);
+    move |chunk| {
+        if inspects {
+            pipeline.on_request_body(ctx, chunk)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The gateway error for a failed upstream attempt.
+fn upstream_error(upstream: &str, e: &pingora::Error) -> GatewayError {
+    if upstream_client::is_timeout(e) && e.etype() != &pingora::ErrorType::ConnectTimedout {
+        GatewayError::UpstreamTimeout {
+            upstream: upstream.to_string(),
+        }
+    } else {
+        GatewayError::UpstreamUnavailable {
+            upstream: upstream.to_string(),
+            reason: e.etype().as_str().to_string(),
+        }
+    }
+}
+
+/// The request head sent upstream: method, (rewritten) path, forwarded headers and `Host`.
+fn upstream_head(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Result<RequestHeader, GatewayError> {
+    let bad = |e: Box<pingora::Error>| GatewayError::BadRequest(e.to_string());
+    let mut head = RequestHeader::build(method.clone(), path.as_bytes(), Some(headers.len() + 1))
+        .map_err(bad)?;
+    for (n, v) in headers.iter() {
+        if !hop_by_hop(n) {
+            head.append_header(n.clone(), v.clone()).map_err(bad)?;
+        }
+    }
+    if headers.get(http::header::HOST).is_none() {
+        if let Some(auth) = uri.authority() {
+            head.insert_header(http::header::HOST, auth.as_str())
+                .map_err(bad)?;
+        }
+    }
+    Ok(head)
+}

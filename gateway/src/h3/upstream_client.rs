@@ -1,0 +1,239 @@
+//! The upstream side of the HTTP/3 front: pingora's pooled connector (the same pools, ALPN and
+//! timeouts the pingora front uses through [`crate::upstream::http_peer`]) and the exchange of one
+//! attempt: request head, request body and response, streamed both ways.
+//!
+//! Reading the upstream response and forwarding the request body run in one `select!` loop, so
+//! an upstream that answers while it still reads (an echo) never deadlocks against a client
+//! still sending. Each direction moves one chunk at a time and waits for the other side's flow
+//! control before reading the next: nothing is buffered beyond one chunk per direction.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use super::front::{Inspector, RequestBody};
+use crate::error::GatewayError;
+
+/// pingora's HTTP connector with its connection pools, shared by every HTTP/3 request.
+pub struct UpstreamClient {
+    connector: Connector,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamClient")
+    }
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why an attempt ended without a usable response head.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The upstream failed (connect, reset, timeout).
+    Upstream(Box<Error>),
+    /// The client's request body failed or was rejected (limit, plugin); answer with this error.
+    Downstream(GatewayError),
+}
+
+/// An attempt that got its response head: the session, ready to stream the response body.
+pub struct Exchange {
+    /// The upstream session.
+    pub session: HttpSession,
+    /// True when the whole request body has been sent upstream.
+    pub request_done: bool,
+}
+
+impl UpstreamClient {
+    /// A connector with pingora's default pool options.
+    pub fn new() -> Self {
+        UpstreamClient {
+            connector: Connector::new(None),
+        }
+    }
+
+    /// A pooled (or new) session to `peer`.
+    pub async fn connect(&self, peer: &HttpPeer) -> pingora::Result<HttpSession> {
+        self.connector
+            .get_http_session(peer)
+            .await
+            .map(|(session, _reused)| session)
+    }
+
+    /// Returns a finished session to the pool.
+    pub async fn release(&self, session: HttpSession, peer: &HttpPeer) {
+        let idle = peer.options.idle_timeout;
+        self.connector
+            .release_http_session(session, peer, idle)
+            .await;
+    }
+}
+
+/// True when an upstream error was a timeout (for the balancer and the error code).
+pub fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout
+    )
+}
+
+/// Sends the request head and streams the request body until the response head arrives.
+pub async fn send_request(
+    mut session: HttpSession,
+    mut head: RequestHeader,
+    body: &mut RequestBody,
+    inspect: &mut Inspector<'_>,
+) -> Result<Exchange, (HttpSession, AttemptError)> {
+    if matches!(session, HttpSession::H1(_))
+        && !body.known_empty()
+        && head.headers.get(http::header::CONTENT_LENGTH).is_none()
+    {
+        // HTTP/3 has no chunked framing; HTTP/1.1 needs one for a body of unknown length.
+        if let Err(e) = head.insert_header(http::header::TRANSFER_ENCODING, "chunked") {
+            return Err((session, AttemptError::Upstream(e)));
+        }
+    }
+    if let Err(e) = session.write_request_header(Box::new(head)).await {
+        return Err((session, AttemptError::Upstream(e)));
+    }
+    let mut request_done = false;
+    if body.known_empty() {
+        if let Err(e) = session.finish_request_body().await {
+            return Err((session, AttemptError::Upstream(e)));
+        }
+        request_done = true;
+    }
+    loop {
+        tokio::select! {
+            res = read_head(&mut session) => {
+                return match res {
+                    Ok(()) => Ok(Exchange { session, request_done }),
+                    Err(e) => Err((session, AttemptError::Upstream(e))),
+                };
+            }
+            chunk = body.next(inspect), if !request_done => {
+                match forward_chunk(&mut session, chunk).await {
+                    Ok(done) => request_done = done,
+                    Err(e) => return Err((session, e)),
+                }
+            }
+        }
+    }
+}
+
+/// Reads the response head, skipping HTTP/1.1 informational (`1xx`) heads.
+async fn read_head(session: &mut HttpSession) -> pingora::Result<()> {
+    loop {
+        session.read_response_header().await?;
+        let informational = session
+            .response_header()
+            .is_some_and(|h| h.status.is_informational());
+        if !informational || !matches!(session, HttpSession::H1(_)) {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes one request body chunk upstream; `Ok(true)` once the body is complete.
+async fn forward_chunk(
+    session: &mut HttpSession,
+    chunk: Result<Option<Bytes>, GatewayError>,
+) -> Result<bool, AttemptError> {
+    match chunk {
+        Ok(Some(data)) => session
+            .write_request_body(data, false)
+            .await
+            .map(|()| false)
+            .map_err(AttemptError::Upstream),
+        Ok(None) => session
+            .finish_request_body()
+            .await
+            .map(|()| true)
+            .map_err(AttemptError::Upstream),
+        Err(e) => Err(AttemptError::Downstream(e)),
+    }
+}
+
+/// The response head of a session whose [`send_request`] succeeded.
+pub fn response_head(session: &HttpSession) -> Option<&ResponseHeader> {
+    session.response_header()
+}
+
+/// What streaming the response body produced.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    /// Body bytes delivered to the client.
+    pub bytes: usize,
+    /// The response was read to its end (the session may be pooled when the request was too).
+    pub response_done: bool,
+    /// The request body was sent to its end.
+    pub request_done: bool,
+    /// What failed, if anything (the response head is already out: the stream is reset).
+    pub error: Option<String>,
+}
+
+/// Where response body chunks go (the HTTP/3 send half), so this file needs no h3 types.
+pub trait ResponseSink {
+    /// Sends one chunk, waiting for the client's flow control.
+    fn send(&mut self, data: Bytes)
+        -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// Streams the response body to `sink` while forwarding the rest of the request body.
+pub async fn stream_response<S: ResponseSink + Send>(
+    exchange: &mut Exchange,
+    body: &mut RequestBody,
+    sink: &mut S,
+    inspect: &mut Inspector<'_>,
+    idle: Duration,
+) -> Streamed {
+    let session = &mut exchange.session;
+    let mut out = Streamed {
+        request_done: exchange.request_done,
+        ..Streamed::default()
+    };
+    loop {
+        tokio::select! {
+            res = session.read_response_body(), if !out.response_done => {
+                match res {
+                    // An empty DATA frame reads as the end of the body to some HTTP/3 clients
+                    // (h3 among them): never send one.
+                    Ok(Some(data)) if data.is_empty() => {}
+                    Ok(Some(data)) => {
+                        let n = data.len();
+                        let sent = tokio::time::timeout(idle, sink.send(data)).await;
+                        match sent {
+                            Ok(Ok(())) => out.bytes += n,
+                            Ok(Err(e)) => { out.error = Some(e); return out; }
+                            Err(_) => { out.error = Some("client stalled".into()); return out; }
+                        }
+                    }
+                    Ok(None) => out.response_done = true,
+                    Err(e) => { out.error = Some(e.to_string()); return out; }
+                }
+            }
+            chunk = body.next(inspect), if !out.request_done => {
+                match forward_chunk(session, chunk).await {
+                    Ok(done) => out.request_done = done,
+                    // The response is already flowing: a request body that fails now only
+                    // ends the upload; the upstream decides what to answer.
+                    Err(AttemptError::Upstream(e)) => { out.error = Some(e.to_string()); return out; }
+                    Err(AttemptError::Downstream(e)) => { out.error = Some(e.to_string()); return out; }
+                }
+            }
+        }
+        if out.response_done {
+            // An upstream that answered without reading the whole body: stop the upload.
+            return out;
+        }
+    }
+}
