@@ -89,9 +89,12 @@ pingora_header_ops!(PingoraResponseHeaders);
 
 /// `Alt-Svc: h3=":PORT"; ma=86400` for responses over TLS while HTTP/3 is on and
 /// `[listeners] alt_svc` is true (the default).
-fn alt_svc(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
-    let listeners = &ctx.snapshot.listeners;
-    let port = listeners.h3.filter(|_| listeners.alt_svc)?.port();
+fn alt_svc(session: &Session, pipeline: &Pipeline, ctx: &RequestCtx) -> Option<HeaderValue> {
+    // The port the QUIC endpoint actually bound at start: a reload cannot move it.
+    let port = pipeline
+        .state()
+        .h3_port()
+        .filter(|_| ctx.snapshot.listeners.alt_svc)?;
     session.digest()?.ssl_digest.as_ref()?;
     HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
 }
@@ -111,7 +114,7 @@ async fn write_local(
     }
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     pipeline.on_response(ctx, status, &mut PingoraResponseHeaders(&mut resp));
-    if let Some(v) = alt_svc(session, ctx) {
+    if let Some(v) = alt_svc(session, pipeline, ctx) {
         resp.insert_header(http::header::ALT_SVC, v)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -332,7 +335,7 @@ impl ProxyHttp for PingoraFront {
         let status = resp.status;
         self.pipeline
             .on_response(ctx, status, &mut PingoraResponseHeaders(resp));
-        if let Some(v) = alt_svc(session, ctx) {
+        if let Some(v) = alt_svc(session, &self.pipeline, ctx) {
             resp.insert_header(http::header::ALT_SVC, v)?;
         }
         Ok(())

@@ -224,7 +224,10 @@ fn run(path: &Path) -> ExitCode {
     let h3 = match (live.listeners.h3, cert.as_ref()) {
         (Some(addr), Some(cert)) => {
             match orchestra_gateway::h3::H3Service::start(&state, cert, addr, threads) {
-                Ok(s) => Some(s),
+                Ok(s) => {
+                    state.set_h3_port(addr.port());
+                    Some(s)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the HTTP/3 endpoint");
                     return ExitCode::FAILURE;

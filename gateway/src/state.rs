@@ -154,6 +154,7 @@ pub struct GatewayState {
     pub history: crate::reload::History,
     in_flight: AtomicUsize,
     ready: AtomicBool,
+    h3_port: std::sync::OnceLock<u16>,
 }
 
 impl GatewayState {
@@ -168,6 +169,7 @@ impl GatewayState {
             history,
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
+            h3_port: std::sync::OnceLock::new(),
         })
     }
 
@@ -184,6 +186,16 @@ impl GatewayState {
     /// Swaps in a new config; requests already running keep theirs.
     pub(crate) fn swap(&self, live: Live) {
         self.live.store(Arc::new(live));
+    }
+
+    /// Records the UDP port the HTTP/3 endpoint bound (advertised in `Alt-Svc`).
+    pub fn set_h3_port(&self, port: u16) {
+        let _ = self.h3_port.set(port);
+    }
+
+    /// The bound HTTP/3 port, when the endpoint runs.
+    pub fn h3_port(&self) -> Option<u16> {
+        self.h3_port.get().copied()
     }
 
     /// Counts a request as in flight until the returned token is dropped.

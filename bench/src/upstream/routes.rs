@@ -70,10 +70,14 @@ pub async fn handle(
                 )),
                 "text/plain",
             ),
+            // Any other path: a small JSON greeting naming it, so the demo setup
+            // (`scripts/setup`) answers every route of the shipped config.
             None => full(
-                StatusCode::NOT_FOUND,
-                Bytes::from_static(b"not found\n"),
-                "text/plain",
+                StatusCode::OK,
+                Bytes::from(format!(
+                    "{{\"upstream\":\"bench-upstream\",\"path\":{path:?}}}\n"
+                )),
+                "application/json",
             ),
         },
     };
