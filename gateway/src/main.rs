@@ -204,6 +204,23 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // HTTP/3 front: the QUIC endpoint on its own runtime, sharing the pipeline. Started before
+    // the TCP listeners so that the first TLS response can already advertise it (Alt-Svc).
+    let h3 = match (live.listeners.h3, cert.as_ref()) {
+        (Some(addr), Some(cert)) => {
+            match orchestra_gateway::h3::H3Service::start(&state, cert, addr, threads) {
+                Ok(s) => {
+                    state.set_h3_port(addr.port());
+                    Some(s)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the HTTP/3 endpoint");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let (trigger, watcher) = shutdown::channel();
     let server = match listener::start(&state, cert.as_ref(), watcher) {
         Ok(h) => h,
@@ -220,22 +237,6 @@ fn run(path: &Path) -> ExitCode {
         tracing::error!("the server thread exited during start-up");
         return ExitCode::FAILURE;
     }
-    // HTTP/3 front: the QUIC endpoint on its own runtime, sharing the pipeline.
-    let h3 = match (live.listeners.h3, cert.as_ref()) {
-        (Some(addr), Some(cert)) => {
-            match orchestra_gateway::h3::H3Service::start(&state, cert, addr, threads) {
-                Ok(s) => {
-                    state.set_h3_port(addr.port());
-                    Some(s)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the HTTP/3 endpoint");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        _ => None,
-    };
     drop(live);
     state.set_ready(true);
     tracing::info!("ready");

@@ -45,6 +45,9 @@ struct Args {
     /// Largest N accepted by /bytes/N; allocated once at start.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     max_bytes: usize,
+    /// Delay added before every answer (e.g. 20ms): a slow instance for balancing benchmarks.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    delay: Duration,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,7 @@ async fn run(args: Args, threads: usize) -> std::io::Result<()> {
     let cfg = UpstreamConfig {
         sse_interval: args.sse_interval,
         max_bytes: args.max_bytes,
+        delay: args.delay,
     };
     let state = Arc::new(State::new(&cfg));
     let listener = TcpListener::bind(args.listen)

@@ -39,6 +39,8 @@ pub struct UpstreamConfig {
     pub sse_interval: Duration,
     /// Largest N served by `/bytes/N`; this many bytes are allocated once at start.
     pub max_bytes: usize,
+    /// Added before every answer (to simulate a slow instance); zero by default.
+    pub delay: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -46,6 +48,7 @@ impl Default for UpstreamConfig {
         Self {
             sse_interval: Duration::from_millis(100),
             max_bytes: 4 * 1024 * 1024,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -56,6 +59,7 @@ pub struct State {
     hello: Bytes,
     big: Bytes,
     sse_interval: Duration,
+    delay: Duration,
 }
 
 impl State {
@@ -65,6 +69,7 @@ impl State {
             hello: Bytes::from_static(HELLO),
             big: Bytes::from(vec![b'x'; cfg.max_bytes]),
             sse_interval: cfg.sse_interval,
+            delay: cfg.delay,
         }
     }
 }

@@ -24,6 +24,9 @@ pub async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<Body>, Infallible> {
+    if !state.delay.is_zero() {
+        tokio::time::sleep(state.delay).await;
+    }
     let path = req.uri().path();
     if path == "/ws" {
         return Ok(ws::upgrade(req));
