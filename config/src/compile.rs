@@ -252,7 +252,7 @@ fn plugins(
     for (name, value) in raw {
         // An unchanged definition keeps its instance, and with it its state (e.g. rate buckets).
         // `jwt` is always rebuilt: its secret or JWKS file may have rotated under the same table.
-        let rereads_files = value.get("kind").and_then(|k| k.as_str()) == Some("jwt");
+        let rereads_files = crate::snapshot::definition_reads_files(&value);
         if let Some(old) = previous.and_then(|p| p.plugins.get(&name)) {
             if old.definition == value && !rereads_files {
                 out.insert(name, old.clone());

@@ -41,6 +41,19 @@ pub struct PluginDef {
     pub plugin: Arc<dyn Plugin>,
 }
 
+impl PluginDef {
+    /// True when this plugin reads files at build time (`jwt` secrets and JWKS), so a reload
+    /// must rebuild it even when its table is unchanged.
+    pub fn reads_files(&self) -> bool {
+        definition_reads_files(&self.definition)
+    }
+}
+
+/// True when a `[plugins.NAME]` table describes a plugin that reads files at build time.
+pub(crate) fn definition_reads_files(definition: &toml::Value) -> bool {
+    definition.get("kind").and_then(|k| k.as_str()) == Some("jwt")
+}
+
 /// Listener addresses (`None` = off).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listeners {

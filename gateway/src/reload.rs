@@ -214,10 +214,7 @@ fn restart_needed(bound: &Bound, new: &Snapshot) -> Vec<String> {
 /// True when the running config has plugins that read files at build time (`jwt` secrets and
 /// JWKS): a reload rebuilds them even when the config text is unchanged, so rotated keys apply.
 fn rereads_files(live: &Live) -> bool {
-    live.snapshot
-        .plugins
-        .values()
-        .any(|d| d.definition.get("kind").and_then(|k| k.as_str()) == Some("jwt"))
+    live.snapshot.plugins.values().any(|d| d.reads_files())
 }
 
 /// Validates `text` fully and swaps it in; on any error the running config stays.
