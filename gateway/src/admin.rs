@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use orchestra_lb::BreakerState;
 use orchestra_metrics::{export, Summary, Window};
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::reload::{self, Applied, ReloadError, Version};
@@ -95,14 +96,8 @@ fn authorized(req: &Request<Incoming>, state: &GatewayState) -> bool {
     else {
         return false;
     };
-    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Same constant-time comparison as agent key checks (`subtle`, as in orchestra-plugins).
+    bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
 fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
