@@ -5,7 +5,8 @@
 //! first pick: breaker.try_acquire ─► budget.start_request ─► balancer.pick_and_start
 //! response head: outcome = success unless 5xx (kept until the end: the slot stays in flight)
 //! failure (connect, reset, timeout, retryable 5xx): slot completed as a failure, then
-//!   retry? = policy allows (attempts, condition, idempotency) AND the budget has room
+//!   retry? = policy allows (attempts, condition, idempotency) AND (a connect failure — the
+//!   request reached no upstream — OR the budget has room)
 //! end: slot completed with the kept outcome; breaker told success or failure
 //! ```
 //! Outcomes drive peak-EWMA estimates and outlier ejection in `orchestra-lb`.
@@ -142,6 +143,14 @@ impl Attempts {
         }
         // This request's previous retry is over: free its slot before asking for the next one.
         self.retry = None;
+        // The budget keeps retries from amplifying load on a struggling upstream. After a connect
+        // failure no upstream received the request, so re-sending it adds no load: it is bounded
+        // by `attempts` only. (With the budget, a burst of instant refusals from a dead target
+        // exhausted it at low concurrency and turned retryable requests into 502s.)
+        if failure == Failure::ConnectFailure {
+            self.retries += 1;
+            return true;
+        }
         match upstream.policy.retry_budget.try_start_retry() {
             Some(guard) => {
                 self.retry = Some(guard);

@@ -235,8 +235,8 @@ impl Pipeline {
         client_ip: Option<IpAddr>,
         upstream_headers: &mut dyn HeaderOps,
     ) -> Result<(), GatewayError> {
-        let snapshot = Arc::clone(&ctx.snapshot);
-        if let Some(route) = ctx.route.and_then(|i| snapshot.routes.routes().get(i)) {
+        // Disjoint field borrows: the snapshot is read while `plugin_ctx` is written.
+        if let Some(route) = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i)) {
             if !route.chain.is_empty() {
                 let mut view = RequestView {
                     method: &ctx.method,
@@ -261,8 +261,7 @@ impl Pipeline {
     /// Runs the chain's body phase on one chunk of the request body (only for chains that
     /// inspect bodies, e.g. `limits`).
     pub fn on_request_body(&self, ctx: &mut RequestCtx, chunk: &[u8]) -> Result<(), GatewayError> {
-        let snapshot = Arc::clone(&ctx.snapshot);
-        let Some(route) = ctx.route.and_then(|i| snapshot.routes.routes().get(i)) else {
+        let Some(route) = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i)) else {
             return Ok(());
         };
         if !route.chain.inspects_body() {
