@@ -18,12 +18,12 @@ use crate::snapshot::*;
 use crate::{ConfigError, ErrorKind};
 
 pub(crate) struct Compiler<'a> {
-    file: &'a str,
-    errors: &'a mut Vec<ConfigError>,
+    pub(crate) file: &'a str,
+    pub(crate) errors: &'a mut Vec<ConfigError>,
 }
 
 impl Compiler<'_> {
-    fn err(&mut self, path: impl Into<String>, kind: ErrorKind) {
+    pub(crate) fn err(&mut self, path: impl Into<String>, kind: ErrorKind) {
         self.errors.push(ConfigError::new(self.file, path, kind));
     }
 
@@ -42,10 +42,6 @@ impl Compiler<'_> {
         );
     }
 
-    fn unsupported(&mut self, path: impl Into<String>, what: impl Into<String>) {
-        self.err(path, ErrorKind::Unsupported { what: what.into() });
-    }
-
     pub(crate) fn duration(
         &mut self,
         path: &str,
@@ -58,6 +54,39 @@ impl Compiler<'_> {
                 self.invalid(path, v, format!("invalid duration: {reason}"));
                 default
             }),
+        }
+    }
+
+    /// Like [`Self::duration`], but zero is refused (it cannot work as a timeout or period).
+    pub(crate) fn positive_duration(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(path, value, default);
+        if d.is_zero() {
+            self.invalid(path, value.unwrap_or("0s"), "must be greater than zero");
+            return default;
+        }
+        d
+    }
+
+    /// A byte size written as an integer or a string with a unit (`64KiB`, `1GiB`).
+    pub(crate) fn size(&mut self, path: &str, value: Option<&toml::Value>) -> Option<u64> {
+        match value? {
+            toml::Value::Integer(n) if *n > 0 => Some(*n as u64),
+            toml::Value::String(s) => crate::size::parse_size(s)
+                .map_err(|reason| self.invalid(path, s, reason))
+                .ok(),
+            other => {
+                self.invalid(
+                    path,
+                    &other.to_string(),
+                    "expected a size such as 1048576 or \"64KiB\"",
+                );
+                None
+            }
         }
     }
 
@@ -119,17 +148,11 @@ pub(crate) fn compile(
     previous: Option<&Snapshot>,
 ) -> Option<Snapshot> {
     let mut c = Compiler { file, errors };
-    for (present, name) in [
-        (raw.backend.is_some(), "backend"),
-        (raw.agents.is_some(), "agents"),
-    ] {
-        if present {
-            c.unsupported(name, format!("the [{name}] section"));
-        }
-    }
     let listeners = listeners(&mut c, &raw.listeners);
     let admin = admin(&mut c, raw.admin.unwrap_or_default());
     let server = server(&mut c, &raw.server);
+    let backend = crate::services::backend(&mut c, raw.backend, &server);
+    let agents = crate::services::agents(&mut c, raw.agents);
     let tls = raw.tls.map(|t| TlsFiles {
         cert: PathBuf::from(t.cert),
         key: PathBuf::from(t.key),
@@ -137,7 +160,14 @@ pub(crate) fn compile(
 
     let plugins = plugins(&mut c, raw.plugins, previous);
     let (upstreams, upstream_index) = upstreams(&mut c, raw.upstreams, previous);
-    let routes = routes(&mut c, raw.routes, &upstream_index, &plugins);
+    let realtime = crate::services::realtime(&mut c, raw.realtime, &plugins);
+    let routes = routes(
+        &mut c,
+        raw.routes,
+        &upstream_index,
+        &plugins,
+        agents.is_some(),
+    );
 
     if !c.errors.is_empty() {
         return None;
@@ -150,6 +180,9 @@ pub(crate) fn compile(
         upstreams,
         routes: RouteTable::new(routes),
         plugins,
+        backend,
+        agents,
+        realtime,
     })
 }
 
@@ -443,6 +476,7 @@ fn routes(
     raw: Vec<toml::Value>,
     upstreams: &HashMap<String, usize>,
     plugins: &HashMap<String, PluginDef>,
+    agents_on: bool,
 ) -> Vec<Route> {
     let mut out = Vec::new();
     let mut names = HashMap::new();
@@ -461,16 +495,7 @@ fn routes(
                 },
             );
         }
-        let upstream = upstreams.get(&r.upstream).copied();
-        if upstream.is_none() {
-            c.err(
-                join(&path, "upstream"),
-                ErrorKind::UnknownReference {
-                    what: "upstream",
-                    name: r.upstream.clone(),
-                },
-            );
-        }
+        let target = crate::services::route_target(c, &path, &r, upstreams, agents_on);
         let mut chain = Vec::new();
         for (j, p) in r.plugins.iter().enumerate() {
             match plugins.get(p) {
@@ -534,14 +559,14 @@ fn routes(
                 .collect()
         });
         let headers = c.header_pairs(&join(&mp, "headers"), &r.matcher.headers);
-        if let Some(upstream) = upstream {
+        if let Some(target) = target {
             out.push(Route {
                 name: name.into(),
                 host,
                 path: pathm,
                 methods,
                 headers,
-                upstream,
+                target,
                 chain: Chain::new(chain),
                 strip_prefix: r.strip_prefix,
             });

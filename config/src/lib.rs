@@ -20,14 +20,17 @@ mod parse;
 mod plugin_specs;
 pub mod route;
 pub mod schema;
+mod services;
+pub mod size;
 mod snapshot;
 mod upstream_policy;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
-pub use route::{HostMatch, PathMatch, Route, RouteRequest, RouteTable};
+pub use route::{HostMatch, PathMatch, Route, RouteRequest, RouteTable, RouteTarget, Service};
 pub use snapshot::{
-    AdminSettings, HashKey, Listeners, PluginDef, ServerSettings, Snapshot, Timeouts, TlsFiles,
-    Upstream, UpstreamPolicy, UpstreamProtocol, UpstreamTls,
+    AdminSettings, AgentSettings, BackendSettings, DispatchPolicy, HashKey, Listeners, PluginDef,
+    RealtimeSettings, ServerSettings, Snapshot, Timeouts, TlsFiles, Upstream, UpstreamPolicy,
+    UpstreamProtocol, UpstreamTls,
 };
 
 use std::path::Path;

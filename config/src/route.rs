@@ -45,12 +45,58 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     /// Required header values.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Index of the upstream in [`Snapshot::upstreams`](crate::Snapshot).
-    pub upstream: usize,
+    /// Where matching requests go: an upstream, or a service of the gateway itself.
+    pub target: RouteTarget,
     /// Plugins to run, in order.
     pub chain: Chain,
     /// Remove the matched prefix before forwarding.
     pub strip_prefix: bool,
+}
+
+/// Where a route sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// Proxied to the upstream at this index of [`Snapshot::upstreams`](crate::Snapshot).
+    Upstream(usize),
+    /// Answered by the gateway itself (`serve = "..."`).
+    Service(Service),
+}
+
+/// A service the gateway answers itself, named by a route's `serve` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `serve = "realtime"`: the browser channel, WebSocket (on an upgrade) or SSE.
+    Realtime,
+    /// `serve = "agents"`: the agent protocol over WebSocket (`/agent/ws`).
+    Agents,
+}
+
+impl Service {
+    /// The name written in `serve = "..."`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Realtime => "realtime",
+            Service::Agents => "agents",
+        }
+    }
+}
+
+impl Route {
+    /// The index of the route's upstream, when it proxies.
+    pub fn upstream(&self) -> Option<usize> {
+        match self.target {
+            RouteTarget::Upstream(i) => Some(i),
+            RouteTarget::Service(_) => None,
+        }
+    }
+
+    /// The service answering the route, when the gateway answers it itself.
+    pub fn service(&self) -> Option<Service> {
+        match self.target {
+            RouteTarget::Service(s) => Some(s),
+            RouteTarget::Upstream(_) => None,
+        }
+    }
 }
 
 /// The parts of a request that routing looks at.
@@ -240,7 +286,7 @@ mod tests {
             path,
             methods: None,
             headers: vec![],
-            upstream: 0,
+            target: RouteTarget::Upstream(0),
             chain: Chain::default(),
             strip_prefix: false,
         }

@@ -20,10 +20,12 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// `[admin]`.
     pub admin: Option<RawAdmin>,
-    /// `[backend]` (not implemented yet: an error when present).
+    /// `[backend]`, read later as [`RawBackend`].
     pub backend: Option<toml::Value>,
-    /// `[agents]` (not implemented yet: an error when present).
+    /// `[agents]`, read later as [`RawAgents`].
     pub agents: Option<toml::Value>,
+    /// `[realtime]`, read later as [`RawRealtime`].
+    pub realtime: Option<toml::Value>,
     /// `[[upstreams]]`, each read later as [`RawUpstream`].
     pub upstreams: Vec<toml::Value>,
     /// `[[routes]]`, each read later as [`RawRoute`].
@@ -191,8 +193,11 @@ pub struct RawRoute {
     /// Match conditions; all given conditions must hold.
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
-    /// Name of the upstream to proxy to.
-    pub upstream: String,
+    /// Name of the upstream to proxy to (exactly one of `upstream` and `serve`).
+    pub upstream: Option<String>,
+    /// A service the gateway answers itself: `realtime` (WebSocket `/ws` and SSE) or `agents`
+    /// (the agent protocol over WebSocket, `/agent/ws`).
+    pub serve: Option<String>,
     /// Plugin names, applied in order.
     #[serde(default)]
     pub plugins: Vec<String>,
@@ -247,4 +252,55 @@ pub struct RawHeaderRules {
     pub add: BTreeMap<String, String>,
     /// Remove these headers.
     pub remove: Vec<String>,
+}
+
+/// `[backend]`: where durable state goes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawBackend {
+    /// `http://HOST:PORT` of an `orchestra-backend`; absent = embedded on `sqlite_path`.
+    pub url: Option<String>,
+    /// SQLite file of the embedded backend (default `{data_dir}/orchestra.db`).
+    pub sqlite_path: Option<String>,
+    /// Flush an event batch at this many events (default 50).
+    pub batch_max_events: Option<i64>,
+    /// Flush an event batch after this long (default `50ms`).
+    pub batch_max_delay: Option<String>,
+    /// Per-request timeout toward the backend (default `5s`).
+    pub request_timeout: Option<String>,
+    /// Directory of the on-disk spool used while the backend is unreachable
+    /// (default `{data_dir}/spool`).
+    pub spool_dir: Option<String>,
+    /// Largest spool size; beyond it appends are refused (default `1GiB`).
+    pub spool_max_bytes: Option<toml::Value>,
+}
+
+/// `[agents]`: the agent hub.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAgents {
+    /// Keys file: agent id -> API key and HMAC secret (required).
+    pub keys_file: Option<String>,
+    /// Heartbeat period agents are told to use (default `10s`).
+    pub heartbeat_interval: Option<String>,
+    /// Missed heartbeats after which an agent is offline and disconnected (default 3).
+    pub offline_after_missed: Option<i64>,
+    /// `peak_ewma` (default) or `resource_based`.
+    pub dispatch: Option<String>,
+    /// How long a running task waits for its disconnected agent before it fails (default `5m`).
+    pub reconnect_grace: Option<String>,
+    /// Tasks waiting for a free agent, at most (default 10000).
+    pub max_queued: Option<i64>,
+}
+
+/// `[realtime]`: the browser channel (`/ws`, SSE).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRealtime {
+    /// Name of a `jwt` plugin instance; absent = no authentication (a warning at start).
+    pub auth: Option<String>,
+    /// Events buffered per client before it is cut off (default 1024).
+    pub send_queue: Option<i64>,
+    /// Largest client message accepted (default `64KiB`).
+    pub max_message: Option<toml::Value>,
 }

@@ -30,6 +30,79 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// `[plugins.*]` definitions by name.
     pub plugins: HashMap<String, PluginDef>,
+    /// `[backend]`: where durable state goes (embedded SQLite when no URL is set).
+    pub backend: BackendSettings,
+    /// `[agents]`: the agent hub (`None` = agents are refused).
+    pub agents: Option<AgentSettings>,
+    /// `[realtime]`: the browser channel.
+    pub realtime: RealtimeSettings,
+}
+
+/// `[backend]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSettings {
+    /// A remote `orchestra-backend` (`http://HOST:PORT`, no trailing slash); `None` = the
+    /// embedded backend, started in-process on [`BackendSettings::sqlite_path`].
+    pub url: Option<String>,
+    /// SQLite file of the embedded backend.
+    pub sqlite_path: PathBuf,
+    /// An event batch is sent when it holds this many events...
+    pub batch_max_events: usize,
+    /// ... or when its oldest event has waited this long.
+    pub batch_max_delay: Duration,
+    /// Timeout of one request to the backend.
+    pub request_timeout: Duration,
+    /// Directory of the on-disk spool used while the backend is unreachable.
+    pub spool_dir: PathBuf,
+    /// Largest spool size in bytes; appends beyond it are refused.
+    pub spool_max_bytes: u64,
+}
+
+/// How a task picks among the capable agents with a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchPolicy {
+    /// Peak-EWMA over the agent's RTT, weighted by its running tasks (power of two choices).
+    PeakEwma,
+    /// The agent with the most free CPU and memory, as reported in heartbeats.
+    ResourceBased,
+}
+
+/// `[agents]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Keys file (agent id -> API key, HMAC secret); re-read on every reload.
+    pub keys_file: PathBuf,
+    /// Heartbeat period agents are told to use.
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats after which an agent is offline and its connection closed.
+    pub offline_after_missed: u32,
+    /// Dispatch among capable agents.
+    pub dispatch: DispatchPolicy,
+    /// How long a running task waits for its disconnected agent before it becomes `error`.
+    pub reconnect_grace: Duration,
+    /// Tasks waiting for a free agent, at most; beyond it `worker:start` is refused.
+    pub max_queued: usize,
+}
+
+/// `[realtime]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealtimeSettings {
+    /// Name of the `jwt` plugin instance that authenticates clients (`None` = no auth).
+    pub auth: Option<String>,
+    /// Events buffered per client before it is cut off with `SYS_001`.
+    pub send_queue: usize,
+    /// Largest client message in bytes; larger ones get `PARAM_001`.
+    pub max_message: usize,
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        RealtimeSettings {
+            auth: None,
+            send_queue: 1024,
+            max_message: 64 * 1024,
+        }
+    }
 }
 
 /// A plugin instance with the definition it was built from (to reuse it across reloads).

@@ -146,27 +146,85 @@ upstream = "missing"
 }
 
 #[test]
-fn unsupported_contract_keys_are_errors_not_silence() {
-    let text = r#"
-[listeners]
-h3 = "0.0.0.0:8443"
-
+fn service_sections_compile_with_defaults_and_report_bad_values() {
+    let ok = r#"
 [backend]
 url = "http://127.0.0.1:7070"
+
+[agents]
+keys_file = "config/agent-keys.toml"
+heartbeat_interval = "5s"
+dispatch = "resource_based"
+
+[realtime]
+send_queue = 16
 
 [[upstreams]]
 name = "u"
 targets = [{ addr = "127.0.0.1:1" }]
+
+[[routes]]
+match = { path = "/ws" }
+serve = "realtime"
+
+[[routes]]
+match = { path = "/agent/ws" }
+serve = "agents"
 "#;
-    let errs = from_str(text, "u.toml").expect_err("unsupported keys");
-    let unsupported: Vec<_> = errs
-        .0
-        .iter()
-        .filter(|e| matches!(e.kind, ErrorKind::Unsupported { .. }))
-        .map(|e| e.path.as_str())
-        .collect();
-    // `listeners.h3` is supported since the HTTP/3 front.
-    assert_eq!(unsupported, vec!["backend"]);
+    let s = from_str(ok, "ok.toml").expect("valid");
+    assert_eq!(s.backend.url.as_deref(), Some("http://127.0.0.1:7070"));
+    assert_eq!(s.backend.batch_max_events, 50);
+    let agents = s.agents.as_ref().expect("agents on");
+    assert_eq!(agents.heartbeat_interval, std::time::Duration::from_secs(5));
+    assert_eq!(agents.offline_after_missed, 3);
+    assert_eq!(s.realtime.send_queue, 16);
+    assert_eq!(s.realtime.auth, None);
+    assert_eq!(
+        s.routes.routes()[0].service(),
+        Some(orchestra_config::Service::Realtime)
+    );
+
+    let bad = r#"
+[backend]
+url = "ftp://x"
+batch_max_delay = "0s"
+
+[agents]
+heartbeat_interval = "10s"
+
+[realtime]
+auth = "nope"
+send_queue = 0
+
+[[upstreams]]
+name = "u"
+targets = [{ addr = "127.0.0.1:1" }]
+
+[[routes]]
+match = { path = "/a" }
+upstream = "u"
+serve = "realtime"
+
+[[routes]]
+match = { path = "/b" }
+serve = "teleport"
+
+[[routes]]
+match = { path = "/c" }
+"#;
+    assert_eq!(
+        paths(bad),
+        vec![
+            "backend.url",
+            "backend.batch_max_delay",
+            "agents.keys_file",
+            "realtime.auth",
+            "realtime.send_queue",
+            "routes[0].serve",
+            "routes[1].serve",
+            "routes[2]",
+        ]
+    );
 }
 
 #[test]

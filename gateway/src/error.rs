@@ -40,6 +40,8 @@ pub enum GatewayError {
     BadRequest(String),
     /// A plugin rejected the request.
     Rejected(Reject),
+    /// A service the route names (`serve = "..."`) is not running in this process.
+    ServiceUnavailable(&'static str),
     /// A bug or an unexpected condition inside the gateway.
     Internal(String),
 }
@@ -51,9 +53,9 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::NoTarget { .. } | GatewayError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::NoTarget { .. }
+            | GatewayError::Overloaded { .. }
+            | GatewayError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::Rejected(r) => r.status,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,7 +72,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
             GatewayError::BadRequest(_) => "PARAM_001",
             GatewayError::Rejected(r) => r.code,
-            GatewayError::Internal(_) => "SYS_001",
+            GatewayError::Internal(_) | GatewayError::ServiceUnavailable(_) => "SYS_001",
         }
     }
 
@@ -94,6 +96,7 @@ impl GatewayError {
             }
             GatewayError::BadRequest(m) => m.clone(),
             GatewayError::Rejected(r) => r.message.clone(),
+            GatewayError::ServiceUnavailable(s) => format!("the {s} service is not running"),
             GatewayError::Internal(m) => format!("internal error: {m}"),
         }
     }

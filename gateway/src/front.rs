@@ -222,6 +222,12 @@ impl ProxyHttp for PingoraFront {
             write_error(session, &self.pipeline, ctx, e).await?;
             return Ok(true);
         }
+        if let Some(service) = self.pipeline.service(ctx) {
+            // Services plug in here (realtime, agents over WebSocket).
+            let e = GatewayError::ServiceUnavailable(service.as_str());
+            write_error(session, &self.pipeline, ctx, e).await?;
+            return Ok(true);
+        }
         if ctx.protocol == Protocol::Ws && ws_tunnel::can_tunnel(ctx) {
             if let Err(e) = ws_tunnel::run(session, &self.pipeline, ctx).await {
                 if session.response_written().is_none() {

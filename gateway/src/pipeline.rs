@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use orchestra_config::{RouteRequest, Upstream};
+use orchestra_config::{RouteRequest, Service, Upstream};
 use orchestra_lb::Failure;
 use orchestra_plugins::{HeaderOps, PluginCtx, RequestView};
 
@@ -93,7 +93,7 @@ impl RequestCtx {
     /// The matched route's upstream, once routed.
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
         let route = self.snapshot.routes.routes().get(self.route?)?;
-        self.snapshot.upstreams.get(route.upstream)
+        self.snapshot.upstreams.get(route.upstream()?)
     }
 
     /// The request id (empty before [`Pipeline::identify`]).
@@ -215,16 +215,21 @@ impl Pipeline {
             .routes
             .find(&req)
             .ok_or(GatewayError::NoRoute)?;
-        if let Some(key) = ctx
-            .snapshot
-            .upstreams
-            .get(route.upstream)
+        if let Some(key) = route
+            .upstream()
+            .and_then(|u| ctx.snapshot.upstreams.get(u))
             .and_then(|u| u.policy.hash_key.as_ref())
         {
             ctx.attempts.hash_key = attempt::hash_of(key, head.headers, head.client_ip);
         }
         ctx.route = Some(i);
         Ok(())
+    }
+
+    /// The gateway service answering the matched route (`serve = "..."`), if any: the front
+    /// hands the request to it after [`Pipeline::on_request`] instead of picking a target.
+    pub fn service(&self, ctx: &RequestCtx) -> Option<Service> {
+        ctx.snapshot.routes.routes().get(ctx.route?)?.service()
     }
 
     /// Runs the route's plugin chain on the headers going upstream, then sets the identity
@@ -408,7 +413,7 @@ impl Pipeline {
             let up = ctx
                 .route
                 .and_then(|i| ctx.snapshot.routes.routes().get(i))?
-                .upstream;
+                .upstream()?;
             series.target(up, p.addr)
         });
         let registry = &self.state.registry;

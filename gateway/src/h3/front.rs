@@ -244,6 +244,11 @@ impl H3Front {
         if let Err(e) = self.pipeline.on_request(ctx, ip, &mut headers) {
             return self.write_error(send, ctx, e, head_only).await;
         }
+        if let Some(service) = self.pipeline.service(ctx) {
+            // Services plug in here (realtime SSE over HTTP/3).
+            let e = GatewayError::ServiceUnavailable(service.as_str());
+            return self.write_error(send, ctx, e, head_only).await;
+        }
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
