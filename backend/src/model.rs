@@ -238,3 +238,37 @@ pub struct ErrorDetail {
     /// What went wrong, for humans.
     pub message: String,
 }
+
+/// One write the gateway sends to the backend, in the order it was made. The client queues
+/// these, sends them in order (consecutive [`WriteOp::AppendEvents`] batched together), and
+/// spools them to disk in the same order while the backend is unreachable. Every variant is
+/// idempotent on the backend, so replaying one twice is harmless.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum WriteOp {
+    /// `PUT /v1/agents/{id}`.
+    UpsertAgent {
+        /// Agent id.
+        id: String,
+        /// The agent's fields.
+        agent: AgentUpsert,
+    },
+    /// `POST /v1/sessions` (with the id set by the gateway).
+    CreateSession(NewSession),
+    /// `POST /v1/tasks` (with the id set by the gateway).
+    CreateTask(NewTask),
+    /// `PATCH /v1/tasks/{id}`.
+    PatchTask {
+        /// Task id.
+        id: String,
+        /// The change.
+        patch: TaskPatch,
+    },
+    /// `POST /v1/tasks/{id}/events`.
+    AppendEvents {
+        /// Task id.
+        task_id: String,
+        /// Events in seq order.
+        events: Vec<NewEvent>,
+    },
+}

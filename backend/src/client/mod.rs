@@ -5,7 +5,7 @@
 //! ```text
 //! BackendClient::start(ClientConfig) -> Result<BackendClient, ClientError>
 //!     opens the spool, spawns the writer; never waits for the backend to be up
-//! client.write(WriteOp) -> Durable
+//! client.write(WriteOp) -> Durable            (WriteOp: model::WriteOp)
 //!     ordered writes (create session, create task, patch task, upsert agent): queued at once;
 //!     the Durable future resolves when the backend committed it or it is fsynced in the spool
 //! client.append_events(task_id, Vec<NewEvent>) -> Durable
