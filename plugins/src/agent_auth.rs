@@ -1,14 +1,18 @@
 //! Agent authentication for the register message (SPEC "Agents"): a library for the agent hub,
 //! not a route plugin.
 //!
-//! **Keys file** (`[agents] keys_file`), TOML:
+//! **Keys file** (`[agents] keys_file`), TOML, SPEC's format:
 //! ```toml
-//! [agents.worker-1]
-//! api_key = "ak_3f9c..."
-//! secret = "a long random string"
+//! [[agent]]
+//! id = "worker-1"
+//! api_key = "ak_worker1"
+//! secret = "at least 32 bytes of secret for HMAC-SHA256"
 //! ```
-//! Agent ids are non-empty and contain no `:`; `api_key` and `secret` are non-empty strings, the
-//! secret's UTF-8 bytes being the HMAC key. Unknown keys are errors.
+//! Agent ids are 1–128 visible ASCII characters without `:` and appear once; `api_key` is
+//! non-empty; `secret` has at least [`MIN_SECRET_LEN`] bytes (its UTF-8 bytes are the HMAC key).
+//! Unknown keys are errors; every error names the file, the entry (`agent[2]`) and the key.
+//! A running verifier takes new keys with [`AgentVerifier::set_keys`] (a reload) and keeps its
+//! nonce cache, so a reload never re-opens a replay window.
 //!
 //! **What the agent sends**: its id, its API key, `timestamp` (Unix time in **seconds**), a
 //! `nonce` (1–128 visible ASCII characters, unique per register) and
@@ -30,12 +34,13 @@
 //! first seen by up to twice the window. The cache is bounded (default 1,000,000 nonces).
 //! Every error maps to the platform code `AUTH_001` ([`AuthError::code`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -89,11 +94,11 @@ impl AuthError {
     }
 }
 
-/// An error reading the keys file.
+/// An error reading the keys file. `Display` names the file, the entry and the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeysFileError {
     /// The file could not be read.
-    #[error("cannot read {path}: {reason}")]
+    #[error("{path}: cannot read the agent keys file: {reason}")]
     Io {
         /// The path as given.
         path: String,
@@ -101,28 +106,44 @@ pub enum KeysFileError {
         reason: String,
     },
     /// The text is not valid TOML or has the wrong shape.
-    #[error("{0}")]
-    Parse(String),
+    #[error("{path}: {message} (expected [[agent]] entries with id, api_key and secret)")]
+    Parse {
+        /// The file (`<text>` when parsed from a string).
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
     /// An entry is not acceptable.
-    #[error("agents.{agent}: {reason}")]
+    #[error("{path}: agent[{index}].{key}: {reason}")]
     Invalid {
-        /// The agent id.
-        agent: String,
-        /// What is wrong.
+        /// The file (`<text>` when parsed from a string).
+        path: String,
+        /// Position of the `[[agent]]` entry, from 0.
+        index: usize,
+        /// The offending key (`id`, `api_key`, `secret`).
+        key: &'static str,
+        /// What is wrong (never the secret itself).
         reason: String,
     },
 }
+
+/// Shortest accepted HMAC secret, in bytes (SPEC: "at least 32 bytes").
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Longest accepted agent id.
+pub const MAX_AGENT_ID_LEN: usize = 128;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKeysFile {
     #[serde(default)]
-    agents: BTreeMap<String, RawAgentKey>,
+    agent: Vec<RawAgentKey>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgentKey {
+    id: String,
     api_key: String,
     secret: String,
 }
@@ -150,25 +171,48 @@ impl fmt::Debug for AgentKeys {
 impl AgentKeys {
     /// Parses a keys file's text (see the module doc).
     pub fn from_toml(text: &str) -> Result<Self, KeysFileError> {
-        let raw: RawKeysFile =
-            toml::from_str(text).map_err(|e| KeysFileError::Parse(e.message().to_string()))?;
-        let mut agents = HashMap::with_capacity(raw.agents.len());
-        for (id, k) in raw.agents {
-            let invalid = |reason: &str| KeysFileError::Invalid {
-                agent: id.clone(),
-                reason: reason.to_string(),
+        Self::parse(text, "<text>")
+    }
+
+    fn parse(text: &str, path: &str) -> Result<Self, KeysFileError> {
+        let raw: RawKeysFile = toml::from_str(text).map_err(|e| KeysFileError::Parse {
+            path: path.to_string(),
+            message: e.message().trim().to_string(),
+        })?;
+        let mut agents = HashMap::with_capacity(raw.agent.len());
+        for (index, k) in raw.agent.into_iter().enumerate() {
+            let invalid = |key: &'static str, reason: String| KeysFileError::Invalid {
+                path: path.to_string(),
+                index,
+                key,
+                reason,
             };
-            if id.is_empty() || id.contains(':') {
-                return Err(invalid("agent ids must be non-empty and contain no ':'"));
+            if !valid_agent_id(&k.id) {
+                return Err(invalid(
+                    "id",
+                    format!(
+                        "{:?} is not a valid agent id (1-{MAX_AGENT_ID_LEN} visible ASCII characters, no ':')",
+                        k.id
+                    ),
+                ));
             }
             if k.api_key.is_empty() {
-                return Err(invalid("api_key is empty"));
+                return Err(invalid("api_key", "must not be empty".into()));
             }
-            if k.secret.is_empty() {
-                return Err(invalid("secret is empty"));
+            if k.secret.len() < MIN_SECRET_LEN {
+                return Err(invalid(
+                    "secret",
+                    format!(
+                        "has {} bytes; HMAC-SHA256 secrets need at least {MIN_SECRET_LEN}",
+                        k.secret.len()
+                    ),
+                ));
+            }
+            if agents.contains_key(&k.id) {
+                return Err(invalid("id", format!("{:?} appears twice", k.id)));
             }
             agents.insert(
-                id,
+                k.id,
                 AgentKey {
                     api_key: k.api_key.into_bytes(),
                     secret: k.secret.into_bytes(),
@@ -180,11 +224,12 @@ impl AgentKeys {
 
     /// Reads and parses the keys file at `path`.
     pub fn load(path: &Path) -> Result<Self, KeysFileError> {
+        let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| KeysFileError::Io {
-            path: path.display().to_string(),
+            path: shown.clone(),
             reason: e.to_string(),
         })?;
-        Self::from_toml(&text)
+        Self::parse(&text, &shown)
     }
 
     /// Number of agents.
@@ -196,6 +241,18 @@ impl AgentKeys {
     pub fn is_empty(&self) -> bool {
         self.agents.is_empty()
     }
+
+    /// True when `agent_id` has credentials in this file.
+    pub fn contains(&self, agent_id: &str) -> bool {
+        self.agents.contains_key(agent_id)
+    }
+}
+
+/// True for 1–[`MAX_AGENT_ID_LEN`] visible ASCII characters without `:`.
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_AGENT_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// What an agent presents in its register message.
@@ -242,7 +299,7 @@ pub fn system_clock() -> UnixClock {
 
 /// Verifies agent credentials (see the module doc). Shared by all connections.
 pub struct AgentVerifier {
-    keys: AgentKeys,
+    keys: ArcSwap<AgentKeys>,
     window: Duration,
     nonces: moka::sync::Cache<(String, String), ()>,
     clock: UnixClock,
@@ -251,7 +308,7 @@ pub struct AgentVerifier {
 impl fmt::Debug for AgentVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentVerifier")
-            .field("keys", &self.keys)
+            .field("keys", &**self.keys.load())
             .field("window", &self.window)
             .field("nonces", &self.nonces.entry_count())
             .finish()
@@ -271,16 +328,26 @@ impl AgentVerifier {
             .time_to_live(window.saturating_mul(2).max(Duration::from_secs(1)))
             .build();
         AgentVerifier {
-            keys,
+            keys: ArcSwap::from_pointee(keys),
             window,
             nonces,
             clock,
         }
     }
 
+    /// Replaces the keys (a reload); the nonce cache is kept.
+    pub fn set_keys(&self, keys: AgentKeys) {
+        self.keys.store(Arc::new(keys));
+    }
+
+    /// True when `agent_id` is in the current keys (a removed agent is disconnected on reload).
+    pub fn knows(&self, agent_id: &str) -> bool {
+        self.keys.load().contains(agent_id)
+    }
+
     /// Checks `creds`; on success the nonce is consumed.
     pub fn verify(&self, creds: &AgentCredentials<'_>) -> Result<(), AuthError> {
-        if creds.agent_id.is_empty() || creds.agent_id.contains(':') {
+        if !valid_agent_id(creds.agent_id) {
             return Err(AuthError::Malformed("agent id"));
         }
         if creds.nonce.is_empty()
@@ -291,8 +358,8 @@ impl AgentVerifier {
         }
         let signature =
             decode_signature(creds.signature).ok_or(AuthError::Malformed("signature"))?;
-        let key = self
-            .keys
+        let keys = self.keys.load();
+        let key = keys
             .agents
             .get(creds.agent_id)
             .ok_or_else(|| AuthError::UnknownAgent(creds.agent_id.to_string()))?;
@@ -341,14 +408,18 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicI64, Ordering};
 
+    const S1: &[u8] = b"s3cret-1-s3cret-1-s3cret-1-s3cret-1";
+    const S2: &[u8] = b"s3cret-2-s3cret-2-s3cret-2-s3cret-2";
     const KEYS: &str = r#"
-        [agents.worker-1]
+        [[agent]]
+        id = "worker-1"
         api_key = "ak-1"
-        secret = "s3cret-1"
+        secret = "s3cret-1-s3cret-1-s3cret-1-s3cret-1"
 
-        [agents.worker-2]
+        [[agent]]
+        id = "worker-2"
         api_key = "ak-2"
-        secret = "s3cret-2"
+        secret = "s3cret-2-s3cret-2-s3cret-2-s3cret-2"
     "#;
     const NOW: i64 = 1_700_000_000;
 
@@ -377,15 +448,15 @@ mod tests {
     #[test]
     fn valid_hex_and_base64_signatures() {
         let (v, _) = verifier();
-        let sig = sign(b"s3cret-1", "worker-1", NOW, "n-1");
+        let sig = sign(S1, "worker-1", NOW, "n-1");
         assert_eq!(sig.len(), 64);
         v.verify(&creds(&sig, NOW, "n-1")).expect("hex");
-        let upper = sign(b"s3cret-1", "worker-1", NOW, "n-2").to_uppercase();
+        let upper = sign(S1, "worker-1", NOW, "n-2").to_uppercase();
         v.verify(&creds(&upper, NOW, "n-2")).expect("upper hex");
-        let raw = hex::decode(sign(b"s3cret-1", "worker-1", NOW, "n-3")).expect("hex");
+        let raw = hex::decode(sign(S1, "worker-1", NOW, "n-3")).expect("hex");
         v.verify(&creds(&STANDARD.encode(&raw), NOW, "n-3"))
             .expect("base64");
-        let raw = hex::decode(sign(b"s3cret-1", "worker-1", NOW, "n-4")).expect("hex");
+        let raw = hex::decode(sign(S1, "worker-1", NOW, "n-4")).expect("hex");
         v.verify(&creds(&URL_SAFE_NO_PAD.encode(&raw), NOW, "n-4"))
             .expect("base64url");
     }
@@ -394,23 +465,23 @@ mod tests {
     fn stale_in_both_directions() {
         let (v, now) = verifier();
         let old = NOW - 301;
-        let sig = sign(b"s3cret-1", "worker-1", old, "n");
+        let sig = sign(S1, "worker-1", old, "n");
         assert!(matches!(
             v.verify(&creds(&sig, old, "n")),
             Err(AuthError::Stale { skew_secs: 301, .. })
         ));
         let future = NOW + 301;
-        let sig = sign(b"s3cret-1", "worker-1", future, "n");
+        let sig = sign(S1, "worker-1", future, "n");
         assert!(matches!(
             v.verify(&creds(&sig, future, "n")),
             Err(AuthError::Stale { .. })
         ));
         // Exactly at the window edge is accepted; the injected clock moves the edge.
         let edge = NOW - 300;
-        let sig = sign(b"s3cret-1", "worker-1", edge, "edge");
+        let sig = sign(S1, "worker-1", edge, "edge");
         v.verify(&creds(&sig, edge, "edge")).expect("edge");
         now.store(NOW + 600, Ordering::Relaxed);
-        let sig = sign(b"s3cret-1", "worker-1", NOW + 301, "later");
+        let sig = sign(S1, "worker-1", NOW + 301, "later");
         v.verify(&creds(&sig, NOW + 301, "later"))
             .expect("clock moved");
     }
@@ -418,14 +489,14 @@ mod tests {
     #[test]
     fn replayed_nonce() {
         let (v, _) = verifier();
-        let sig = sign(b"s3cret-1", "worker-1", NOW, "once");
+        let sig = sign(S1, "worker-1", NOW, "once");
         v.verify(&creds(&sig, NOW, "once")).expect("first");
         assert_eq!(
             v.verify(&creds(&sig, NOW, "once")),
             Err(AuthError::Replayed)
         );
         // Same nonce for another agent is not a replay.
-        let sig2 = sign(b"s3cret-2", "worker-2", NOW, "once");
+        let sig2 = sign(S2, "worker-2", NOW, "once");
         let c2 = AgentCredentials {
             agent_id: "worker-2",
             api_key: "ak-2",
@@ -438,7 +509,7 @@ mod tests {
             v.verify(&creds(&bad, NOW, "fresh")),
             Err(AuthError::BadSignature)
         );
-        let good = sign(b"s3cret-1", "worker-1", NOW, "fresh");
+        let good = sign(S1, "worker-1", NOW, "fresh");
         v.verify(&creds(&good, NOW, "fresh"))
             .expect("nonce still unused");
     }
@@ -446,18 +517,18 @@ mod tests {
     #[test]
     fn wrong_secret_api_key_unknown_agent_and_malformed() {
         let (v, _) = verifier();
-        let sig = sign(b"s3cret-2", "worker-1", NOW, "n");
+        let sig = sign(S2, "worker-1", NOW, "n");
         assert_eq!(
             v.verify(&creds(&sig, NOW, "n")),
             Err(AuthError::BadSignature)
         );
         // Signature over another timestamp than the one sent.
-        let sig = sign(b"s3cret-1", "worker-1", NOW - 1, "n");
+        let sig = sign(S1, "worker-1", NOW - 1, "n");
         assert_eq!(
             v.verify(&creds(&sig, NOW, "n")),
             Err(AuthError::BadSignature)
         );
-        let sig = sign(b"s3cret-1", "worker-1", NOW, "n");
+        let sig = sign(S1, "worker-1", NOW, "n");
         let wrong_key = AgentCredentials {
             api_key: "ak-2",
             ..creds(&sig, NOW, "n")
@@ -488,31 +559,64 @@ mod tests {
 
     #[test]
     fn keys_file_errors() {
-        assert!(matches!(
-            AgentKeys::from_toml("[agents.a]\napi_key = \"k\"\n"),
-            Err(KeysFileError::Parse(_))
+        let entry = |id: &str, key: &str, secret: &str| {
+            format!("[[agent]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\n")
+        };
+        let long = "x".repeat(MIN_SECRET_LEN);
+        let err = |text: &str| AgentKeys::from_toml(text).expect_err("invalid").to_string();
+        assert!(err("[[agent]]\nid = \"a\"\napi_key = \"k\"\n").contains("secret"));
+        assert!(err(&format!("{}extra = 1\n", entry("a", "k", &long))).contains("extra"));
+        let e = err(&format!(
+            "{}{}",
+            entry("a", "k", &long),
+            entry("a:b", "k", &long)
         ));
-        assert!(matches!(
-            AgentKeys::from_toml("[agents.a]\napi_key = \"k\"\nsecret = \"s\"\nextra = 1\n"),
-            Err(KeysFileError::Parse(_))
+        assert!(e.contains("agent[1].id") && e.contains("a:b"), "{e}");
+        let e = err(&entry("a", "k", "short"));
+        assert!(
+            e.contains("agent[0].secret") && e.contains("at least 32"),
+            "{e}"
+        );
+        assert!(!e.contains("short"), "the secret is never printed: {e}");
+        assert!(err(&entry("a", "", &long)).contains("agent[0].api_key"));
+        let e = err(&format!(
+            "{}{}",
+            entry("a", "k", &long),
+            entry("a", "k", &long)
         ));
-        assert!(matches!(
-            AgentKeys::from_toml("[agents.\"a:b\"]\napi_key = \"k\"\nsecret = \"s\"\n"),
-            Err(KeysFileError::Invalid { .. })
+        assert!(e.contains("appears twice"), "{e}");
+        // The old `[agents.ID]` shape is refused with a hint at the right one.
+        let e = err(&format!(
+            "[agents.a]\napi_key = \"k\"\nsecret = \"{long}\"\n"
         ));
-        assert!(matches!(
-            AgentKeys::from_toml("[agents.a]\napi_key = \"k\"\nsecret = \"\"\n"),
-            Err(KeysFileError::Invalid { .. })
-        ));
-        assert!(matches!(
-            AgentKeys::load(Path::new("/nonexistent/keys.toml")),
-            Err(KeysFileError::Io { .. })
-        ));
+        assert!(e.contains("[[agent]]"), "{e}");
+        let e = AgentKeys::load(Path::new("/nonexistent/keys.toml"))
+            .expect_err("missing")
+            .to_string();
+        assert!(e.starts_with("/nonexistent/keys.toml: "), "{e}");
         let keys = AgentKeys::from_toml(KEYS).expect("keys");
         assert_eq!(keys.len(), 2);
+        assert!(keys.contains("worker-2"));
         assert!(
             !format!("{keys:?}").contains("s3cret"),
             "secrets are not printed"
+        );
+    }
+
+    #[test]
+    fn reload_keeps_nonces_and_drops_removed_agents() {
+        let (v, _) = verifier();
+        let sig = sign(S1, "worker-1", NOW, "n-1");
+        v.verify(&creds(&sig, NOW, "n-1")).expect("first");
+        v.set_keys(AgentKeys::from_toml(KEYS).expect("keys"));
+        assert_eq!(v.verify(&creds(&sig, NOW, "n-1")), Err(AuthError::Replayed));
+        let only_two = KEYS.split("[[agent]]").nth(2).expect("second entry");
+        v.set_keys(AgentKeys::from_toml(&format!("[[agent]]{only_two}")).expect("keys"));
+        assert!(!v.knows("worker-1") && v.knows("worker-2"));
+        let sig = sign(S1, "worker-1", NOW, "n-2");
+        assert_eq!(
+            v.verify(&creds(&sig, NOW, "n-2")),
+            Err(AuthError::UnknownAgent("worker-1".into()))
         );
     }
 }
