@@ -1,5 +1,5 @@
 //! The admin API (SPEC.md): config, reload, history, rollback, upstream state, latency
-//! histograms and Prometheus metrics, on its own listener (127.0.0.1:9901 in the shipped config).
+//! histograms and Prometheus metrics (agents and tasks: [`crate::admin_agents`]), on its own listener (127.0.0.1:9901 in the shipped config).
 //!
 //! It runs on the control-plane runtime of the main thread, never on the proxy's worker threads.
 //! With `[admin] token` set, every endpoint requires `Authorization: Bearer <token>` (401
@@ -28,9 +28,10 @@ use crate::state::GatewayState;
 /// Largest config accepted by `PUT /admin/config`.
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
 
-type Resp = Response<Full<Bytes>>;
+/// An admin API response.
+pub(crate) type Resp = Response<Full<Bytes>>;
 
-fn json_response(status: StatusCode, v: Value) -> Resp {
+pub(crate) fn json_response(status: StatusCode, v: Value) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -50,7 +51,7 @@ fn text_response(status: StatusCode, content_type: &'static str, body: String) -
     r
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp {
     json_response(
         status,
         json!({"error": {"code": code, "message": message.into()}}),
@@ -100,7 +101,7 @@ fn authorized(req: &Request<Incoming>, state: &GatewayState) -> bool {
     bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
-fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.uri().query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then_some(v)
@@ -134,11 +135,14 @@ async fn handle(req: Request<Incoming>, state: &Arc<GatewayState>, peer: SocketA
         (Method::GET, p) if p.starts_with("/admin/histograms/") => {
             histogram_one(&req, state, &p["/admin/histograms/".len()..])
         }
-        (Method::GET, "/metrics") => text_response(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            export::prometheus(&state.registry, Instant::now()),
-        ),
+        (Method::GET, "/metrics") => {
+            let mut text = export::prometheus(&state.registry, Instant::now());
+            if let Some(agents) = state.agents() {
+                crate::agent_hub::report::prometheus(agents, &mut text);
+            }
+            text_response(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
+        (_, p) if crate::admin_agents::owns(p) => crate::admin_agents::handle(req, state).await,
         (_, p) if p.starts_with("/admin") || p == "/metrics" => error(
             StatusCode::NOT_FOUND,
             "NO_ROUTE",
@@ -241,6 +245,9 @@ fn applied(result: Result<Applied, ReloadError>) -> Resp {
                     "errors": list,
                 }}),
             )
+        }
+        Err(e @ ReloadError::AgentKeys(_)) => {
+            error(StatusCode::BAD_REQUEST, "PARAM_001", e.to_string())
         }
         Err(ReloadError::NoPrevious) => error(
             StatusCode::CONFLICT,

@@ -170,6 +170,44 @@ fn classify(e: &Error, ctx: &RequestCtx) -> Option<GatewayError> {
     }
 }
 
+impl PingoraFront {
+    /// Serves a route with `serve = "..."`; `Err` when nothing was written yet.
+    async fn serve(
+        &self,
+        service: orchestra_config::Service,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        ip: Option<IpAddr>,
+    ) -> std::result::Result<(), GatewayError> {
+        match service {
+            orchestra_config::Service::Agents => {
+                let Some(svc) = self.pipeline.state().agents().cloned() else {
+                    return Err(GatewayError::ServiceUnavailable(service.as_str()));
+                };
+                let peer = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .copied()
+                    .unwrap_or_else(|| {
+                        std::net::SocketAddr::from((ip.unwrap_or([0, 0, 0, 0].into()), 0))
+                    });
+                ctx.protocol = Protocol::Ws;
+                crate::ws_server::serve(
+                    session,
+                    &self.pipeline,
+                    ctx,
+                    None,
+                    crate::agent_hub::ws::websocket_config(),
+                    move |ws| crate::agent_hub::ws::serve(ws, peer, svc),
+                )
+                .await
+                .map_err(crate::ws_server::UpgradeError::into_gateway_error)
+            }
+            other => Err(GatewayError::ServiceUnavailable(other.as_str())),
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for PingoraFront {
     type CTX = RequestCtx;
@@ -223,9 +261,10 @@ impl ProxyHttp for PingoraFront {
             return Ok(true);
         }
         if let Some(service) = self.pipeline.service(ctx) {
-            // Services plug in here (realtime, agents over WebSocket).
-            let e = GatewayError::ServiceUnavailable(service.as_str());
-            write_error(session, &self.pipeline, ctx, e).await?;
+            // Services the gateway answers itself (agents over WebSocket; realtime to come).
+            if let Err(e) = self.serve(service, session, ctx, ip).await {
+                write_error(session, &self.pipeline, ctx, e).await?;
+            }
             return Ok(true);
         }
         if ctx.protocol == Protocol::Ws && ws_tunnel::can_tunnel(ctx) {

@@ -10,6 +10,8 @@
 //! | [`attempt`] | upstream attempts: circuit breaker, retry budget, balancer outcomes, retries |
 //! | [`upstream`] | how a picked target becomes a pingora `HttpPeer` (protocol, TLS, timeouts) |
 //! | [`ws_tunnel`] | WebSocket upgrades: the handshake and the byte tunnel after `101` |
+//! | [`agent_hub`] | the agent path: `orchestra-agent/1` over QUIC and `/agent/ws`, in front of the hub (`orchestra-hub`) |
+//! | [`ws_server`] | the gateway's own WebSocket endpoints: accept an upgrade on a pingora session, hand over a `WebSocketStream` |
 //! | [`h3`] | the HTTP/3 front: QUIC endpoint (quinn, ALPN dispatch), h3 streams through the same pipeline |
 //! | [`error`] | gateway errors, their status codes and JSON bodies |
 //! | [`request_id`] | `x-request-id` and W3C `traceparent` |
@@ -27,7 +29,9 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_agents;
 pub mod admin_client;
+pub mod agent_hub;
 pub mod attempt;
 pub mod error;
 pub mod front;
@@ -42,4 +46,5 @@ pub mod shutdown;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod ws_server;
 pub mod ws_tunnel;

@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use orchestra_gateway::admin_client;
+use orchestra_gateway::agent_hub::AgentService;
 use orchestra_gateway::logging::{self, LogFormat};
 use orchestra_gateway::shutdown::ControlPlane;
 use orchestra_gateway::state::GatewayState;
@@ -117,6 +119,13 @@ fn client(
 fn check(path: &Path) -> ExitCode {
     match orchestra_config::load(path) {
         Ok(s) => {
+            if let Some(agents) = s.agents.as_ref() {
+                if let Err(e) = AgentService::load_keys(agents) {
+                    eprintln!("{e}");
+                    eprintln!("{}: 1 error(s)", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             println!(
                 "{}: ok: {} routes, {} upstreams, {} plugins",
                 path.display(),
@@ -179,6 +188,19 @@ fn run(path: &Path) -> ExitCode {
     let state = GatewayState::new(snapshot, &text, threads * 2 + 2);
     state.history.set_path(path);
     let live = state.live();
+    if let Some(settings) = live.snapshot.agents.as_ref() {
+        let persist = orchestra_gateway::agent_hub::store::persist();
+        match AgentService::start(settings, persist, Arc::clone(&state.registry)) {
+            Ok(svc) => state.set_agents(svc),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the agent hub");
+                return ExitCode::FAILURE;
+            }
+        }
+        if live.listeners.h3.is_none() {
+            tracing::warn!("[agents] without a [listeners] h3 address: agents can connect over WebSocket (routes with serve = \"agents\") only");
+        }
+    }
     tracing::info!(
         config = %path.display(),
         version = live.version,

@@ -183,6 +183,10 @@ pub enum ReloadError {
     /// There is no older version to roll back to.
     #[error("no previous config version to roll back to")]
     NoPrevious,
+    /// The agents' keys file (`[agents] keys_file`) could not be read; the running config and
+    /// keys are kept.
+    #[error("{0}; the running config and agent keys are kept")]
+    AgentKeys(orchestra_plugins::agent_auth::KeysFileError),
 }
 
 /// Settings of `new` that differ from what the process bound at start (not from the previous
@@ -211,10 +215,11 @@ fn restart_needed(bound: &Bound, new: &Snapshot) -> Vec<String> {
     out
 }
 
-/// True when the running config has plugins that read files at build time (`jwt` secrets and
-/// JWKS): a reload rebuilds them even when the config text is unchanged, so rotated keys apply.
+/// True when the running config reads files at build time (`jwt` secrets and JWKS, the agents'
+/// keys file): a reload re-reads them even when the config text is unchanged, so rotated keys
+/// apply and removed agents are disconnected.
 fn rereads_files(live: &Live) -> bool {
-    live.snapshot.plugins.values().any(|d| d.reads_files())
+    live.snapshot.plugins.values().any(|d| d.reads_files()) || live.snapshot.agents.is_some()
 }
 
 /// Validates `text` fully and swaps it in; on any error the running config stays.
@@ -237,7 +242,19 @@ pub fn apply(
     }
     let snapshot = orchestra_config::compile_with(text, file, Some(&current.snapshot))
         .map_err(ReloadError::Invalid)?;
-    let restart = restart_needed(&history.bound, &snapshot);
+    // The agents' keys file is read (and validated) before anything is swapped.
+    let agents = match (state.agents(), snapshot.agents.as_ref()) {
+        (Some(_), Some(settings)) => {
+            let keys = crate::agent_hub::AgentService::load_keys(settings)
+                .map_err(ReloadError::AgentKeys)?;
+            Some((settings.clone(), keys))
+        }
+        _ => None,
+    };
+    let mut restart = restart_needed(&history.bound, &snapshot);
+    if state.agents().is_some() != snapshot.agents.is_some() {
+        restart.push("agents".to_string());
+    }
     let version = history.next_version;
     history.next_version += 1;
     let live = make_live(&state.registry, snapshot, text, version, source);
@@ -246,6 +263,9 @@ pub fn apply(
         history.versions.pop_front();
     }
     state.swap(live);
+    if let (Some(svc), Some((settings, keys))) = (state.agents(), agents) {
+        svc.apply(&settings, keys);
+    }
     if !restart.is_empty() {
         tracing::warn!(version, settings = ?restart, "config applied; these settings need a restart to take effect");
     }

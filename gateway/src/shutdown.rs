@@ -167,6 +167,11 @@ pub fn run_control_plane(
                     if let Some(h3) = &plane.h3 {
                         h3.begin_shutdown();
                     }
+                    if let Some(agents) = state.agents() {
+                        // Agents are told to reconnect (to the next process) instead of
+                        // holding the drain for the whole grace period.
+                        agents.begin_shutdown();
+                    }
                     drain(&state, grace).await;
                     if let Some(h3) = &plane.h3 {
                         h3.close().await;

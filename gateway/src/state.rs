@@ -155,6 +155,7 @@ pub struct GatewayState {
     in_flight: AtomicUsize,
     ready: AtomicBool,
     h3_port: std::sync::OnceLock<u16>,
+    agents: std::sync::OnceLock<Arc<crate::agent_hub::AgentService>>,
 }
 
 impl GatewayState {
@@ -170,6 +171,7 @@ impl GatewayState {
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             h3_port: std::sync::OnceLock::new(),
+            agents: std::sync::OnceLock::new(),
         })
     }
 
@@ -196,6 +198,16 @@ impl GatewayState {
     /// The bound HTTP/3 port, when the endpoint runs.
     pub fn h3_port(&self) -> Option<u16> {
         self.h3_port.get().copied()
+    }
+
+    /// Installs the agent hub (at start, when `[agents]` is configured).
+    pub fn set_agents(&self, svc: Arc<crate::agent_hub::AgentService>) {
+        let _ = self.agents.set(svc);
+    }
+
+    /// The agent hub, when `[agents]` was configured at start.
+    pub fn agents(&self) -> Option<&Arc<crate::agent_hub::AgentService>> {
+        self.agents.get()
     }
 
     /// Counts a request as in flight until the returned token is dropped.

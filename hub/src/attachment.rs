@@ -156,7 +156,7 @@ impl TaskAttachment {
     }
 
     /// `TaskRejected`: the task fails with the agent's reason; its slot is released.
-    pub fn rejected(mut self, code: &str, reason: &str) {
+    pub fn rejected(&mut self, code: &str, reason: &str) {
         let agent = {
             let inner = self.task.lock();
             if inner.attach_gen != self.gen || inner.phase != Phase::Starting {
@@ -273,6 +273,22 @@ impl TaskAttachment {
             "task result",
         );
         self.hub.slot_freed(agent.as_deref());
+    }
+
+    /// True once the event carrying the result was taken in.
+    pub fn has_result(&self) -> bool {
+        self.task.lock().result_seq.is_some()
+    }
+
+    /// Ends the task as failed with `reason` (the agent broke the protocol); the handler sends
+    /// `Error` and `TaskStop` to the agent.
+    pub fn fail(&mut self, reason: &str) {
+        self.finished = true;
+        let current = self.task.lock().attach_gen == self.gen;
+        if current {
+            self.hub
+                .end_task(&self.task, TaskState::Failed, Status::Error, reason);
+        }
     }
 
     /// Stores `batch` (events of this task in seq order). Resolves once durable.

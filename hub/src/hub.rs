@@ -177,6 +177,18 @@ impl Hub {
         self.inner.agents.len()
     }
 
+    /// Connected agents by transport: (QUIC, WebSocket).
+    pub fn agents_by_transport(&self) -> (usize, usize) {
+        let mut c = (0, 0);
+        for a in self.inner.agents.iter() {
+            match a.hello.transport {
+                crate::Transport::Quic => c.0 += 1,
+                crate::Transport::Ws => c.1 += 1,
+            }
+        }
+        c
+    }
+
     /// Agent connects, disconnects and updates, from now on.
     pub fn agent_events(&self) -> broadcast::Receiver<AgentEvent> {
         self.inner.agent_events.subscribe()

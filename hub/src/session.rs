@@ -31,7 +31,7 @@ use crate::task::{Phase, StartTask, TaskCommand, TaskEntry};
 pub struct AgentSession {
     hub: Arc<HubInner>,
     entry: Arc<AgentEntry>,
-    closed: bool,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AgentSession {
@@ -97,7 +97,7 @@ impl Hub {
         AgentSession {
             hub: Arc::clone(hub),
             entry,
-            closed: false,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -332,18 +332,17 @@ impl AgentSession {
         Ok(task)
     }
 
-    /// Ends the session now, logging `reason`.
-    pub fn close(mut self, reason: &str) {
-        self.closed = true;
-        self.hub.disconnect(&self.entry, reason);
+    /// Ends the session now, logging `reason` (later calls and the drop do nothing).
+    pub fn close(&self, reason: &str) {
+        if !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.hub.disconnect(&self.entry, reason);
+        }
     }
 }
 
 impl Drop for AgentSession {
     fn drop(&mut self) {
-        if !self.closed {
-            self.hub.disconnect(&self.entry, "connection ended");
-        }
+        self.close("connection ended");
     }
 }
 

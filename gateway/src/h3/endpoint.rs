@@ -63,6 +63,29 @@ impl Default for EndpointLimits {
     }
 }
 
+impl EndpointLimits {
+    /// The limits when the endpoint also serves agents (one `TransportConfig` serves both
+    /// ALPNs, since QUIC settles the ALPN inside the handshake that already uses it).
+    ///
+    /// - **Idle timeout**: at least `heartbeat_interval × (offline_after_missed + 1)`, so that
+    ///   the gateway's heartbeat accounting, not QUIC's idle timer, decides when an agent is
+    ///   offline (and the agent's heartbeats, sent every interval, keep the connection open:
+    ///   keep-alive is the agent's job).
+    /// - **Streams and windows** stay those of HTTP/3: 128 concurrent bidirectional streams
+    ///   (an agent needs `max_tasks` + 1, and `max_tasks` is capped at 1024 in `Register`, so an
+    ///   agent with more than 127 slots runs the rest when streams free up), 1 MiB per stream
+    ///   (a task's output in flight: hundreds of lines; the gateway reads a task stream only as
+    ///   fast as the backend stores it, so a full window stalls that task alone) and 8 MiB per
+    ///   connection. Windows are credit, not allocation: an idle agent costs no buffer memory.
+    pub fn with_agents(mut self, agents: &orchestra_config::AgentSettings) -> Self {
+        let needed = agents
+            .heartbeat_interval
+            .saturating_mul(agents.offline_after_missed.saturating_add(1));
+        self.idle_timeout = self.idle_timeout.max(needed);
+        self
+    }
+}
+
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {

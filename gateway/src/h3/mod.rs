@@ -9,7 +9,8 @@
 //! | [`upstream_client`] | pingora's pooled connector and the streamed exchange of one attempt |
 //!
 //! The endpoint runs on a runtime of its own (`h3-worker` threads), so it neither depends on
-//! pingora's runtimes nor slows the control plane.
+//! pingora's runtimes nor slows the control plane. With `[agents]` configured, the same endpoint
+//! also serves the agent protocol (ALPN `orchestra-agent/1`, [`crate::agent_hub::quic`]).
 
 pub mod endpoint;
 pub mod front;
@@ -144,13 +145,20 @@ impl H3Service {
             .build()
             .map_err(H3Error::Runtime)?;
         let handler = H3Handler::new(Pipeline::new(Arc::clone(state)), RequestLimits::default());
-        let handlers: Vec<Arc<dyn AlpnHandler>> = vec![Arc::new(handler)];
+        let mut handlers: Vec<Arc<dyn AlpnHandler>> = vec![Arc::new(handler)];
+        let mut limits = EndpointLimits::default();
+        if let Some(agents) = state.agents() {
+            handlers.push(Arc::new(crate::agent_hub::quic::AgentAlpn::new(
+                Arc::clone(agents),
+            )));
+            limits = limits.with_agents(&agents.settings());
+        }
         let endpoint = {
             let _guard = rt.enter();
-            QuicEndpoint::bind(addr, cert, handlers, EndpointLimits::default())?
+            QuicEndpoint::bind(addr, cert, handlers, limits)?
         };
         rt.spawn(Arc::clone(&endpoint).run());
-        tracing::info!(%addr, "HTTP/3 endpoint listening (UDP)");
+        tracing::info!(%addr, agents = state.agents().is_some(), idle_timeout_ms = limits.idle_timeout.as_millis() as u64, "QUIC endpoint listening (UDP): HTTP/3{}", if state.agents().is_some() { " and orchestra-agent/1" } else { "" });
         Ok(H3Service {
             endpoint,
             rt: Some(rt),
