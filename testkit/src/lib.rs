@@ -12,6 +12,7 @@
 //! | [`upstream::ws`] | a WebSocket echo server (close code 4001 on request) |
 //! | [`upstream::grpc`] | a gRPC server (h2c) with unary, server-streaming and failing methods |
 //! | [`grpc`] | the hand-written protobuf messages and a gRPC client for that server |
+//! | [`agent`] | a scripted agent (`orchestra-agent/1` over QUIC or `/agent/ws`, frame by frame), and the real `orchestra-agent` binary as a child process |
 //! | [`h3`] | an HTTP/3 client (quinn + h3) trusting a given certificate |
 //! | [`client`] | HTTP/2 clients (h2c prior knowledge, TLS) that expose response trailers |
 //! | [`tls`] | self-signed certificates and rustls configurations (ring provider) |
@@ -21,6 +22,7 @@
 //!
 //! Every server handle stops its server (listener and open connections) when dropped.
 
+pub mod agent;
 pub mod client;
 pub mod gateway;
 pub mod grpc;

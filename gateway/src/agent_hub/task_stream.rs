@@ -211,24 +211,41 @@ async fn pump(
                             }
                             Step::Duplicate(seq) => {
                                 if tx.send(&msg(Msg::Ack(v1::OutputAck { seq }))).await.is_err() {
+                                    if !batch.is_empty() {
+                                        drop(att.persist(std::mem::take(&mut batch)));
+                                    }
                                     return End::Lost;
                                 }
                             }
-                            Step::End(end) => return end,
+                            Step::End(end) => {
+                                // Events taken in before the bad frame were published: store them.
+                                if !batch.is_empty() {
+                                    drop(att.persist(std::mem::take(&mut batch)));
+                                }
+                                return end;
+                            }
                         },
                         Ok(None) => {
                             agent_done = true;
                             if !att.has_result() {
                                 // The agent ended its side without a result.
+                                if !batch.is_empty() {
+                                    drop(att.persist(std::mem::take(&mut batch)));
+                                }
                                 return End::Lost;
                             }
                             break;
                         }
-                        Err(FrameError::Io(e)) => {
-                            tracing::debug!(task = att.task_id(), error = %e, "task stream lost");
-                            return End::Lost;
+                        Err(e) => {
+                            if !batch.is_empty() {
+                                drop(att.persist(std::mem::take(&mut batch)));
+                            }
+                            if let FrameError::Io(e) = e {
+                                tracing::debug!(task = att.task_id(), error = %e, "task stream lost");
+                                return End::Lost;
+                            }
+                            return End::BadFrame(e.to_string());
                         }
-                        Err(e) => return End::BadFrame(e.to_string()),
                     }
                     if batch.len() < MAX_BATCH && undurable + (events as usize) < MAX_UNDURABLE {
                         next = rx.recv().now_or_never();

@@ -39,6 +39,7 @@ pub struct GatewayBuilder {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) run_subcommand: bool,
     pub(crate) startup_timeout: Duration,
+    pub(crate) files: Vec<(String, String)>,
 }
 
 impl GatewayBuilder {
@@ -55,6 +56,7 @@ impl GatewayBuilder {
             env: vec![("RUST_LOG".to_string(), "info".to_string())],
             run_subcommand: true,
             startup_timeout: Duration::from_secs(30),
+            files: Vec::new(),
         }
     }
 
@@ -114,6 +116,13 @@ impl GatewayBuilder {
     /// Starts as `orchestra-gateway -c FILE` instead of `orchestra-gateway run -c FILE`.
     pub fn without_run_subcommand(mut self) -> Self {
         self.run_subcommand = false;
+        self
+    }
+
+    /// Writes `contents` (placeholders substituted) to `name` in the gateway's temporary
+    /// directory before it starts (e.g. an agent keys file the config names as `@DIR@/keys.toml`).
+    pub fn file(mut self, name: impl Into<String>, contents: impl Into<String>) -> Self {
+        self.files.push((name.into(), contents.into()));
         self
     }
 

@@ -149,6 +149,9 @@ impl GatewayProcess {
                 dir: dir.path().to_string_lossy().into_owned(),
             };
             let text = subs.render(&template);
+            for (name, contents) in &b.files {
+                std::fs::write(dir.path().join(name), subs.render(contents))?;
+            }
             let config_path = dir.path().join("gateway.toml");
             std::fs::write(&config_path, text)?;
 
