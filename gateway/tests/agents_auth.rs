@@ -51,17 +51,28 @@ async fn each_kind_of_bad_credentials_is_auth_001() {
     let mut once = good.clone();
     once.nonce = Some("nonce-used-once".into());
     once.timestamp = Some(testkit::agent::unix_now());
-    let first = AgentClient::connect_quic(&ep, &once).await.expect("first use");
+    let first = AgentClient::connect_quic(&ep, &once)
+        .await
+        .expect("first use");
     drop(first);
     let (code, message) = refused(AgentClient::connect_quic(&ep, &once).await);
     assert_eq!(code, "AUTH_001");
     assert!(message.contains("nonce already used"), "{message}");
-    for reason in ["unknown_agent", "bad_api_key", "bad_signature", "stale", "replayed", "malformed"] {
+    for reason in [
+        "unknown_agent",
+        "bad_api_key",
+        "bad_signature",
+        "stale",
+        "replayed",
+        "malformed",
+    ] {
         let line = format!("orchestra_agent_auth_failures_total{{reason=\"{reason}\"}} ");
         assert_eq!(metric(&gw, &line).await, 1.0, "{reason}");
     }
     // None of them registered.
-    let a = AgentClient::connect_quic(&ep, &good).await.expect("good agent");
+    let a = AgentClient::connect_quic(&ep, &good)
+        .await
+        .expect("good agent");
     wait_agents(&gw, &["worker-1"]).await;
     drop(a);
     // The refused connections were closed by the gateway (nothing left registered or open).
@@ -93,17 +104,28 @@ async fn reload_rereads_keys_and_disconnects_removed_agents() {
     wait_agents(&gw, &["worker-1", "worker-2"]).await;
     // A broken keys file: the reload is refused (naming the file), everything stays.
     std::fs::write(hub::keys_path(&gw), "[[agent]]\nid = \"x\"\n").expect("write keys");
-    let (status, body) = hub::admin_post(&gw.admin_url("/admin/reload"), b"").await.expect("reload");
+    let (status, body) = hub::admin_post(&gw.admin_url("/admin/reload"), b"")
+        .await
+        .expect("reload");
     assert_eq!(status, 400, "{body}");
-    let msg = body["error"]["message"].as_str().unwrap_or_default().to_string();
+    let msg = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(msg.contains("agent-keys.toml"), "{msg}");
     wait_agents(&gw, &["worker-1", "worker-2"]).await;
     // worker-1 removed: it is told why and disconnected; worker-2 stays.
     std::fs::write(hub::keys_path(&gw), keys_file(&keys[1..])).expect("write keys");
-    let (status, body) = hub::admin_post(&gw.admin_url("/admin/reload"), b"").await.expect("reload");
+    let (status, body) = hub::admin_post(&gw.admin_url("/admin/reload"), b"")
+        .await
+        .expect("reload");
     assert_eq!(status, 200, "{body}");
     wait_agents(&gw, &["worker-2"]).await;
-    let f = a1.control_frame(WAIT).await.expect("error frame").expect("frame");
+    let f = a1
+        .control_frame(WAIT)
+        .await
+        .expect("error frame")
+        .expect("frame");
     match f.msg {
         Some(orchestra_proto::v1::frame::Msg::Error(e)) => {
             assert_eq!(e.code, "AUTH_001");

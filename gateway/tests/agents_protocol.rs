@@ -26,15 +26,24 @@ async fn register_run_a_task_and_read_its_events() {
     let assign = stream.assign.clone().expect("TaskAssign");
     assert_eq!(assign.task_id, task);
     assert_eq!(assign.prompt, "seq 1 100");
-    assert_eq!(assign.first_seq, 2, "the gateway's `starting` event is seq 1");
+    assert_eq!(
+        assign.first_seq, 2,
+        "the gateway's `starting` event is seq 1"
+    );
     stream.accept(4242).await.expect("accept");
     let mut seq = assign.first_seq;
     for i in 1..=100 {
         seq += 1;
-        stream.output(seq, &format!("line {i}")).await.expect("output");
+        stream
+            .output(seq, &format!("line {i}"))
+            .await
+            .expect("output");
     }
     seq += 1;
-    stream.result(seq, ResultStatus::Success, 0).await.expect("result");
+    stream
+        .result(seq, ResultStatus::Success, 0)
+        .await
+        .expect("result");
     stream.wait_ack(seq, WAIT).await.expect("result acked");
     stream.tx.finish().await;
     // The gateway finishes its side once everything is durable.
@@ -46,7 +55,10 @@ async fn register_run_a_task_and_read_its_events() {
         }
     }
     let events = events_until_end(&gw, &task, WAIT).await;
-    let seqs: Vec<u64> = events.iter().map(|e| e["data"]["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["data"]["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, (1..=seq + 1).collect::<Vec<_>>());
     assert_eq!(events[0]["data"]["status"], "starting");
     assert_eq!(events[1]["data"]["status"], "running");
@@ -56,7 +68,10 @@ async fn register_run_a_task_and_read_its_events() {
     assert_eq!(events[seqs.len() - 2]["type"], "task:result");
     assert_eq!(events[seqs.len() - 1]["data"]["status"], "completed");
     assert!(metric(&gw, "orchestra_agent_events_acked_total ").await >= 102.0);
-    assert_eq!(metric(&gw, "orchestra_agents_connected{transport=\"quic\"} ").await, 1.0);
+    assert_eq!(
+        metric(&gw, "orchestra_agents_connected{transport=\"quic\"} ").await,
+        1.0
+    );
     drop(agent);
     wait_agents(&gw, &[]).await;
     let _ = Duration::ZERO;
@@ -86,7 +101,9 @@ async fn bad_first_frames_and_garbage_close_the_connection() {
     let (tx, rx) = conn.open_bi().await.expect("stream");
     let mut tx = testkit::agent::StreamTx::Quic(tx);
     let mut rx = testkit::agent::StreamRx::Quic(orchestra_proto::FrameReader::new(rx));
-    tx.send(&testkit::agent::frame(Msg::Heartbeat(Default::default()))).await.expect("send");
+    tx.send(&testkit::agent::frame(Msg::Heartbeat(Default::default())))
+        .await
+        .expect("send");
     let (code, message) = error_on(&mut rx).await;
     assert_eq!(code, "PARAM_001");
     assert!(message.contains("must be Register"), "{message}");
@@ -119,8 +136,15 @@ async fn bad_first_frames_and_garbage_close_the_connection() {
         .send_control(testkit::agent::frame(Msg::Accepted(Default::default())))
         .await
         .expect("send");
-    let f = agent.control_frame(WAIT).await.expect("frame").expect("some");
-    assert!(matches!(f.msg, Some(Msg::Error(ref e)) if e.code == "PARAM_001" && e.message.contains("TaskAccepted")), "{f:?}");
+    let f = agent
+        .control_frame(WAIT)
+        .await
+        .expect("frame")
+        .expect("some");
+    assert!(
+        matches!(f.msg, Some(Msg::Error(ref e)) if e.code == "PARAM_001" && e.message.contains("TaskAccepted")),
+        "{f:?}"
+    );
     agent.closed(WAIT).await.expect("closed");
     wait_agents(&gw, &[]).await;
     assert!(metric(&gw, "orchestra_agent_bad_frames_total ").await >= 4.0);
@@ -146,14 +170,22 @@ async fn task_stream_rule_breaks_fail_the_task_with_a_clear_error() {
     let ev = events_until_end(&gw, &t1, WAIT).await;
     let last = ev.last().expect("final event");
     assert_eq!(last["data"]["status"], "error");
-    assert!(last["data"]["reason"].as_str().unwrap_or_default().contains("protocol error"), "{last}");
+    assert!(
+        last["data"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("protocol error"),
+        "{last}"
+    );
 
     // A seq gap after accepting.
     let t2 = start_custom(&gw, "two").await;
     let mut s = agent.next_task(WAIT).await.expect("assign");
     s.accept(1).await.expect("accept");
     s.output(s.first_seq() + 1, "ok").await.expect("send");
-    s.output(s.first_seq() + 3, "skipped one").await.expect("send");
+    s.output(s.first_seq() + 3, "skipped one")
+        .await
+        .expect("send");
     let (code, message) = error_on(&mut s.rx).await;
     assert_eq!(code, "PARAM_001");
     assert!(message.contains("seq gap"), "{message}");
@@ -171,8 +203,7 @@ async fn task_stream_rule_breaks_fail_the_task_with_a_clear_error() {
     s.output(seq, "once").await.expect("resend");
     s.acked = 0;
     s.wait_ack(seq, WAIT).await.expect("acked again");
-    s.tx
-        .send(&testkit::agent::frame(Msg::Assign(Default::default())))
+    s.tx.send(&testkit::agent::frame(Msg::Assign(Default::default())))
         .await
         .expect("send");
     let (code, message) = error_on(&mut s.rx).await;
@@ -184,13 +215,18 @@ async fn task_stream_rule_breaks_fail_the_task_with_a_clear_error() {
     // A stream the agent opens must start with TaskResume; a resume of an unknown task is
     // answered with TaskStop.
     let (mut tx, mut rx) = agent.open_stream("x").await.expect("stream");
-    tx.send(&testkit::agent::output_event(1, "stray")).await.expect("send");
+    tx.send(&testkit::agent::output_event(1, "stray"))
+        .await
+        .expect("send");
     let (code, message) = error_on(&mut rx).await;
     assert_eq!(code, "PARAM_001");
     assert!(message.contains("TaskResume"), "{message}");
     let mut r = agent.resume("no-such-task", 5).await.expect("resume");
     match r.recv(WAIT).await.expect("answer") {
-        Some(f) => assert!(matches!(f.msg, Some(Msg::Stop(ref s)) if s.reason.contains("unknown task")), "{f:?}"),
+        Some(f) => assert!(
+            matches!(f.msg, Some(Msg::Stop(ref s)) if s.reason.contains("unknown task")),
+            "{f:?}"
+        ),
         None => panic!("no answer"),
     }
     // The connection survived all of it.
@@ -201,12 +237,20 @@ async fn task_stream_rule_breaks_fail_the_task_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missed_heartbeats_close_the_connection_and_a_duplicate_id_replaces() {
     let keys = AgentKey::many(&["worker-1"]);
-    let gw = start(&keys, "heartbeat_interval = \"200ms\"\noffline_after_missed = 2").await;
+    let gw = start(
+        &keys,
+        "heartbeat_interval = \"200ms\"\noffline_after_missed = 2",
+    )
+    .await;
     let mut agent = connect(&gw, &keys[0]).await;
     assert_eq!(agent.registered.heartbeat_interval_ms, 200);
     wait_agents(&gw, &["worker-1"]).await;
     agent.pause_heartbeats(true);
-    let f = agent.control_frame(WAIT).await.expect("frame").expect("some");
+    let f = agent
+        .control_frame(WAIT)
+        .await
+        .expect("frame")
+        .expect("some");
     match f.msg {
         Some(Msg::Error(e)) => {
             assert_eq!(e.code, "AGENT_001");
@@ -221,11 +265,21 @@ async fn missed_heartbeats_close_the_connection_and_a_duplicate_id_replaces() {
     // A second connection with the same id replaces the first, which is told why.
     let mut first = connect(&gw, &keys[0]).await;
     let second = connect(&gw, &keys[0]).await;
-    let f = first.control_frame(WAIT).await.expect("frame").expect("some");
-    assert!(matches!(f.msg, Some(Msg::Error(ref e)) if e.code == "AGENT_001" && e.message.contains("replaced")), "{f:?}");
+    let f = first
+        .control_frame(WAIT)
+        .await
+        .expect("frame")
+        .expect("some");
+    assert!(
+        matches!(f.msg, Some(Msg::Error(ref e)) if e.code == "AGENT_001" && e.message.contains("replaced")),
+        "{f:?}"
+    );
     first.closed(WAIT).await.expect("closed");
     let listed = wait_agents(&gw, &["worker-1"]).await;
-    assert_eq!(listed["agents"][0]["connection_id"], second.registered.connection_id.as_str());
+    assert_eq!(
+        listed["agents"][0]["connection_id"],
+        second.registered.connection_id.as_str()
+    );
     assert_eq!(metric(&gw, "orchestra_agent_replaced_total ").await, 1.0);
     // The replaced connection going away later does not unregister the new one.
     drop(first);

@@ -19,9 +19,10 @@ use parking_lot::Mutex;
 
 use crate::task::TaskCommand;
 
-/// Round trips below this count as this much for dispatch: between two agents on a LAN the
-/// difference is noise next to a task's run time, so their load decides.
-pub const RTT_FLOOR: Duration = Duration::from_millis(1);
+/// Round trips below this count as this much for dispatch: between two agents on a LAN (or on
+/// one busy host) the difference is noise next to a task that streams output for minutes, so
+/// their load decides.
+pub const RTT_FLOOR: Duration = Duration::from_millis(5);
 
 /// How an agent is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -261,6 +262,10 @@ impl AgentEntry {
                 "online"
             },
             rtt_ms: (rtt_us > 0).then(|| rtt_us as f64 / 1000.0),
+            rtt_estimate_ms: self
+                .pool
+                .rtt_estimate(0)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             running_tasks: running,
             max_tasks: self.max_tasks(),
             cpu: system.cpu_percent,
@@ -295,6 +300,9 @@ pub struct AgentInfo {
     pub status: &'static str,
     /// Last ping round trip in ms (`None` before the first pong).
     pub rtt_ms: Option<f64>,
+    /// The peak-EWMA round-trip estimate dispatch uses, decayed to now, in ms (samples below
+    /// [`RTT_FLOOR`] count as the floor).
+    pub rtt_estimate_ms: f64,
     /// Tasks running on it.
     pub running_tasks: u32,
     /// Its slots.

@@ -92,7 +92,11 @@ pub async fn wait_agents(gw: &GatewayProcess, ids: &[&str]) -> Value {
     hub::admin_until(gw, "/admin/agents", WAIT, |v| {
         let got: Vec<String> = v["agents"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["id"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         got == want
     })
@@ -107,6 +111,31 @@ pub async fn metric(gw: &GatewayProcess, line_prefix: &str) -> f64 {
         .expect("metrics");
     let text = String::from_utf8_lossy(&body).to_string();
     text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix).and_then(|r| r.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .and_then(|r| r.trim().parse().ok())
+        })
         .unwrap_or_else(|| panic!("no metric {line_prefix} in:\n{text}"))
+}
+
+/// Accepts the assigned task, sends `lines` output lines and a successful result, waits for the
+/// acks and ends the stream; returns the result's seq.
+pub async fn run_to_end(stream: &mut testkit::agent::TaskStream, lines: u64) -> u64 {
+    stream.accept(1).await.expect("accept");
+    let mut seq = stream.first_seq();
+    for i in 0..lines {
+        seq += 1;
+        stream
+            .output(seq, &format!("line {i}"))
+            .await
+            .expect("output");
+    }
+    seq += 1;
+    stream
+        .result(seq, orchestra_proto::v1::ResultStatus::Success, 0)
+        .await
+        .expect("result");
+    stream.wait_ack(seq, WAIT).await.expect("acked");
+    stream.tx.finish().await;
+    seq
 }

@@ -124,7 +124,8 @@ impl AgentHub {
 
 /// The UDP address agents dial (the `https` port number).
 pub fn quic_addr(gw: &GatewayProcess) -> SocketAddr {
-    gw.https_addr().unwrap_or_else(|| panic!("the agent hub gateway has https and h3"))
+    gw.https_addr()
+        .unwrap_or_else(|| panic!("the agent hub gateway has https and h3"))
 }
 
 /// A QUIC endpoint for agents of `gw` (trusting its self-signed certificate).
@@ -161,7 +162,9 @@ pub async fn admin_until(
             last = v;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!("GET {path}: condition not met within {wait:?}; last: {last}"));
+            return Err(format!(
+                "GET {path}: condition not met within {wait:?}; last: {last}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -183,7 +186,11 @@ pub async fn admin_post(url: &str, body: &[u8]) -> Result<(u16, Value), BoxError
 }
 
 /// One HTTP/1.1 request on a new connection: (status, body).
-pub async fn simple_request(method: &str, url: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>), BoxError> {
+pub async fn simple_request(
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>), BoxError> {
     use http_body_util::{BodyExt, Full};
     let uri: http::Uri = url.parse()?;
     let host = uri.host().ok_or("url without host")?.to_string();
@@ -196,7 +203,9 @@ pub async fn simple_request(method: &str, url: &str, body: Option<&[u8]>) -> Res
         .method(method)
         .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
         .header(http::header::HOST, format!("{host}:{port}"))
-        .body(Full::new(bytes::Bytes::copy_from_slice(body.unwrap_or_default())))?;
+        .body(Full::new(bytes::Bytes::copy_from_slice(
+            body.unwrap_or_default(),
+        )))?;
     let resp = send.send_request(req).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes().to_vec();

@@ -15,7 +15,7 @@
 pub mod hub;
 pub mod process;
 pub mod stream;
-mod ws;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -111,7 +111,12 @@ pub fn unix_now() -> i64 {
 fn random_nonce() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     format!("n-{:016x}", h.finish())
 }
 
@@ -166,14 +171,22 @@ pub struct AgentEndpoint {
 impl AgentEndpoint {
     /// An endpoint for `server`, trusting the certificates in `ca_pem`, with ALPN
     /// `orchestra-agent/1` (or `alpn` when given, for tests of the ALPN dispatch).
-    pub fn new(server: SocketAddr, ca_pem: &[u8], alpn: Option<&[u8]>) -> Result<AgentEndpoint, BoxError> {
+    pub fn new(
+        server: SocketAddr,
+        ca_pem: &[u8],
+        alpn: Option<&[u8]>,
+    ) -> Result<AgentEndpoint, BoxError> {
         let tls = crate::tls::client_config(ca_pem, &[alpn.unwrap_or(orchestra_proto::ALPN)])?;
         let quic = QuicClientConfig::try_from(tls)?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
         transport.max_idle_timeout(Some(Duration::from_secs(60).try_into()?));
         config.transport_config(Arc::new(transport));
-        let bind: SocketAddr = if server.is_ipv6() { "[::1]:0".parse()? } else { "127.0.0.1:0".parse()? };
+        let bind: SocketAddr = if server.is_ipv6() {
+            "[::1]:0".parse()?
+        } else {
+            "127.0.0.1:0".parse()?
+        };
         let mut endpoint = quinn::Endpoint::client(bind)?;
         endpoint.set_default_client_config(config);
         Ok(AgentEndpoint { endpoint, server })
@@ -220,50 +233,88 @@ impl Drop for AgentClient {
 
 impl AgentClient {
     /// Connects over QUIC and registers.
-    pub async fn connect_quic(endpoint: &AgentEndpoint, spec: &AgentSpec) -> Result<AgentClient, ConnectError> {
-        let conn = endpoint.endpoint.connect(endpoint.server, "localhost")?.await?;
+    pub async fn connect_quic(
+        endpoint: &AgentEndpoint,
+        spec: &AgentSpec,
+    ) -> Result<AgentClient, ConnectError> {
+        let conn = endpoint
+            .endpoint
+            .connect(endpoint.server, "localhost")?
+            .await?;
         let (tx, rx) = conn.open_bi().await?;
         let tx = StreamTx::Quic(tx);
         let rx = StreamRx::Quic(FrameReader::new(rx));
         let mut client = Self::register(Link::Quic(conn.clone()), tx, rx, spec).await?;
         let (task_tx, task_rx) = mpsc::channel(64);
         client.tasks = task_rx;
-        client.background.push(tokio::spawn(accept_quic(conn, task_tx)));
+        client
+            .background
+            .push(tokio::spawn(accept_quic(conn, task_tx)));
         client._endpoint = Some(endpoint.clone());
         Ok(client)
     }
 
     /// Connects to `url` (`wss://127.0.0.1:PORT/agent/ws` or `ws://...`) and registers.
-    pub async fn connect_ws(url: &str, ca_pem: Option<&[u8]>, spec: &AgentSpec) -> Result<AgentClient, ConnectError> {
+    pub async fn connect_ws(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        spec: &AgentSpec,
+    ) -> Result<AgentClient, ConnectError> {
         let stream = ws::connect(url, ca_pem).await?;
         let (mux, control_rx, task_rx) = ws::ClientMux::start(stream);
-        let tx = StreamTx::Ws { task_id: String::new(), out: mux.out() };
+        let tx = StreamTx::Ws {
+            task_id: String::new(),
+            out: mux.out(),
+        };
         let rx = StreamRx::Ws(control_rx);
         let mut client = Self::register(Link::Ws(mux), tx, rx, spec).await?;
         client.tasks = task_rx;
         Ok(client)
     }
 
-    async fn register(link: Link, mut tx: StreamTx, mut rx: StreamRx, spec: &AgentSpec) -> Result<AgentClient, ConnectError> {
+    async fn register(
+        link: Link,
+        mut tx: StreamTx,
+        mut rx: StreamRx,
+        spec: &AgentSpec,
+    ) -> Result<AgentClient, ConnectError> {
         tx.send(&spec.register()).await?;
         let answer = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .map_err(|_| ConnectError::Other("no answer to Register within 10 s".into()))?;
         let registered = match answer {
-            Ok(Some(Frame { msg: Some(Msg::Registered(r)) })) => r,
-            Ok(Some(Frame { msg: Some(Msg::Error(e)) })) => {
-                return Err(ConnectError::Refused { code: e.code, message: e.message })
+            Ok(Some(Frame {
+                msg: Some(Msg::Registered(r)),
+            })) => r,
+            Ok(Some(Frame {
+                msg: Some(Msg::Error(e)),
+            })) => {
+                return Err(ConnectError::Refused {
+                    code: e.code,
+                    message: e.message,
+                })
             }
-            Ok(other) => return Err(ConnectError::Other(format!("unexpected answer to Register: {other:?}").into())),
+            Ok(other) => {
+                return Err(ConnectError::Other(
+                    format!("unexpected answer to Register: {other:?}").into(),
+                ))
+            }
             Err(e) => return Err(ConnectError::Other(e.into())),
         };
-        let every = spec
-            .heartbeat
-            .unwrap_or(Duration::from_millis(registered.heartbeat_interval_ms.max(10)));
+        let every = spec.heartbeat.unwrap_or(Duration::from_millis(
+            registered.heartbeat_interval_ms.max(10),
+        ));
         let (out_tx, out_rx) = mpsc::channel(64);
         let (in_tx, in_rx) = mpsc::channel(256);
         let paused = Arc::new(AtomicBool::new(false));
-        let control = tokio::spawn(control_loop(tx, rx, out_rx, in_tx, every, Arc::clone(&paused)));
+        let control = tokio::spawn(control_loop(
+            tx,
+            rx,
+            out_rx,
+            in_tx,
+            every,
+            Arc::clone(&paused),
+        ));
         Ok(AgentClient {
             registered,
             link,
@@ -283,7 +334,10 @@ impl AgentClient {
 
     /// Sends a frame on the control stream.
     pub async fn send_control(&self, f: Frame) -> Result<(), BoxError> {
-        self.control_out.send(f).await.map_err(|_| "control stream closed".into())
+        self.control_out
+            .send(f)
+            .await
+            .map_err(|_| "control stream closed".into())
     }
 
     /// The next control frame other than `Ping` (answered automatically); `None` when the
@@ -305,8 +359,19 @@ impl AgentClient {
     /// Opens a stream and sends `TaskResume { task_id, last_seq }`.
     pub async fn resume(&self, task_id: &str, last_seq: u64) -> Result<TaskStream, BoxError> {
         let (mut tx, rx) = self.open_stream(task_id).await?;
-        tx.send(&frame(Msg::Resume(v1::TaskResume { task_id: task_id.into(), last_seq }))).await?;
-        Ok(TaskStream { task_id: task_id.into(), assign: None, tx, rx, held: vec![], acked: 0 })
+        tx.send(&frame(Msg::Resume(v1::TaskResume {
+            task_id: task_id.into(),
+            last_seq,
+        })))
+        .await?;
+        Ok(TaskStream {
+            task_id: task_id.into(),
+            assign: None,
+            tx,
+            rx,
+            held: vec![],
+            acked: 0,
+        })
     }
 
     /// Opens a stream without sending anything (bad-input tests).
@@ -318,7 +383,13 @@ impl AgentClient {
             }
             Link::Ws(m) => {
                 let rx = m.register(task_id);
-                Ok((StreamTx::Ws { task_id: task_id.into(), out: m.out() }, StreamRx::Ws(rx)))
+                Ok((
+                    StreamTx::Ws {
+                        task_id: task_id.into(),
+                        out: m.out(),
+                    },
+                    StreamRx::Ws(rx),
+                ))
             }
         }
     }
@@ -335,7 +406,9 @@ impl AgentClient {
                 }
             }
         };
-        tokio::time::timeout(wait, f).await.map_err(|_| format!("still open after {wait:?}"))
+        tokio::time::timeout(wait, f)
+            .await
+            .map_err(|_| format!("still open after {wait:?}"))
     }
 }
 
@@ -398,8 +471,18 @@ async fn accept_quic(conn: quinn::Connection, tasks: mpsc::Sender<TaskStream>) {
         let tasks = tasks.clone();
         tokio::spawn(async move {
             let mut rx = StreamRx::Quic(FrameReader::new(rx));
-            if let Ok(Some(Frame { msg: Some(Msg::Assign(a)) })) = rx.recv().await {
-                let t = TaskStream { task_id: a.task_id.clone(), assign: Some(a), tx: StreamTx::Quic(tx), rx, held: vec![], acked: 0 };
+            if let Ok(Some(Frame {
+                msg: Some(Msg::Assign(a)),
+            })) = rx.recv().await
+            {
+                let t = TaskStream {
+                    task_id: a.task_id.clone(),
+                    assign: Some(a),
+                    tx: StreamTx::Quic(tx),
+                    rx,
+                    held: vec![],
+                    acked: 0,
+                };
                 let _ = tasks.send(t).await;
             }
         });

@@ -23,7 +23,10 @@ use super::BoxError;
 pub fn agent_binary() -> Result<PathBuf, BoxError> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> or target/<profile>/<bin>
-    let mut dir = exe.parent().ok_or("test executable without a directory")?.to_path_buf();
+    let mut dir = exe
+        .parent()
+        .ok_or("test executable without a directory")?
+        .to_path_buf();
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
@@ -36,10 +39,13 @@ pub fn agent_binary() -> Result<PathBuf, BoxError> {
         .and_then(|n| n.to_str())
         .ok_or("cannot tell the build profile")?
         .to_string();
-    let target_dir = dir.parent().ok_or("cannot tell the target directory")?.to_path_buf();
+    let target_dir = dir
+        .parent()
+        .ok_or("cannot tell the target directory")?
+        .to_path_buf();
     let lock = File::create(target_dir.join(".orchestra-agent-build.lock"))?;
-    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)?;
+    let _guard =
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e)?;
     if bin.is_file() {
         return Ok(bin);
     }
@@ -73,7 +79,12 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Writes `config` as `DIR/agent.toml` and starts `bin run -c DIR/agent.toml` in `dir`
     /// with `env` (logs in `DIR/agent.stdout.log` and `DIR/agent.stderr.log`).
-    pub fn start(bin: &Path, dir: &Path, config: &str, env: &[(&str, &str)]) -> Result<AgentProcess, BoxError> {
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<AgentProcess, BoxError> {
         std::fs::create_dir_all(dir)?;
         let config_path = dir.join("agent.toml");
         std::fs::write(&config_path, config)?;
@@ -88,7 +99,10 @@ impl AgentProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Ok(AgentProcess { child: cmd.spawn()?, dir: dir.to_path_buf() })
+        Ok(AgentProcess {
+            child: cmd.spawn()?,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The process id.

@@ -158,7 +158,12 @@ impl TaskStream {
     }
 
     /// Sends the result with `seq`.
-    pub async fn result(&mut self, seq: u64, status: v1::ResultStatus, exit_code: i32) -> std::io::Result<()> {
+    pub async fn result(
+        &mut self,
+        seq: u64,
+        status: v1::ResultStatus,
+        exit_code: i32,
+    ) -> std::io::Result<()> {
         self.tx.send(&result_event(seq, status, exit_code)).await
     }
 
@@ -170,7 +175,10 @@ impl TaskStream {
         }
         match tokio::time::timeout(wait, self.rx.recv()).await {
             Ok(Ok(f)) => {
-                if let Some(Frame { msg: Some(Msg::Ack(a)) }) = &f {
+                if let Some(Frame {
+                    msg: Some(Msg::Ack(a)),
+                }) = &f
+                {
                     self.acked = self.acked.max(a.seq);
                 }
                 Ok(f)
@@ -186,10 +194,15 @@ impl TaskStream {
         while self.acked < seq {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return Err(format!("no ack of seq {seq} within {wait:?} (acked {})", self.acked));
+                return Err(format!(
+                    "no ack of seq {seq} within {wait:?} (acked {})",
+                    self.acked
+                ));
             }
             match tokio::time::timeout(left, self.rx.recv()).await {
-                Ok(Ok(Some(Frame { msg: Some(Msg::Ack(a)) }))) => self.acked = self.acked.max(a.seq),
+                Ok(Ok(Some(Frame {
+                    msg: Some(Msg::Ack(a)),
+                }))) => self.acked = self.acked.max(a.seq),
                 Ok(Ok(Some(other))) => self.held.push(other),
                 Ok(Ok(None)) => return Err(format!("stream ended before the ack of {seq}")),
                 Ok(Err(e)) => return Err(e.to_string()),

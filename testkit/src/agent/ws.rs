@@ -13,14 +13,15 @@ use tokio_tungstenite::tungstenite::Message;
 use super::stream::{StreamRx, StreamTx, TaskStream};
 use super::BoxError;
 
-/// Any WebSocket the client can use (plain TCP or TLS).
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+/// The byte streams a client WebSocket runs on (plain TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-pub(crate) type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+/// A client WebSocket.
+pub type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
 /// Opens `url` (`ws://` or `wss://`, trusting `ca_pem`).
-pub(crate) async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Ws, BoxError> {
+pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Ws, BoxError> {
     let uri: http::Uri = url.parse()?;
     let host = uri.host().ok_or("url without host")?.to_string();
     let tls = uri.scheme_str() == Some("wss");
@@ -52,7 +53,13 @@ pub(crate) struct ClientMux {
 impl ClientMux {
     /// Starts reader and writer; returns the mux, the control stream's inbound queue and the
     /// queue of gateway-opened task streams.
-    pub fn start(ws: Ws) -> (Arc<ClientMux>, mpsc::Receiver<Frame>, mpsc::Receiver<TaskStream>) {
+    pub fn start(
+        ws: Ws,
+    ) -> (
+        Arc<ClientMux>,
+        mpsc::Receiver<Frame>,
+        mpsc::Receiver<TaskStream>,
+    ) {
         let (out, mut out_rx) = mpsc::channel::<Message>(256);
         let (control_tx, control_rx) = mpsc::channel(1024);
         let (task_tx, task_rx) = mpsc::channel(64);
@@ -84,7 +91,9 @@ impl ClientMux {
                     }
                     continue;
                 };
-                let Ok(env) = decode_frame::<Envelope>(&b, MAX_FRAME + 4096) else { break };
+                let Ok(env) = decode_frame::<Envelope>(&b, MAX_FRAME + 4096) else {
+                    break;
+                };
                 if env.task_id.is_empty() {
                     if let Some(f) = env.frame {
                         if control_tx.send(f).await.is_err() {
@@ -93,16 +102,28 @@ impl ClientMux {
                     }
                     continue;
                 }
-                let existing = reader.streams.lock().ok().and_then(|s| s.get(&env.task_id).cloned());
+                let existing = reader
+                    .streams
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(&env.task_id).cloned());
                 let tx = match existing {
                     Some(tx) => tx,
                     None => {
-                        let Some(Frame { msg: Some(Msg::Assign(a)) }) = env.frame.clone() else { continue };
+                        let Some(Frame {
+                            msg: Some(Msg::Assign(a)),
+                        }) = env.frame.clone()
+                        else {
+                            continue;
+                        };
                         let rx = reader.register(&env.task_id);
                         let t = TaskStream {
                             task_id: env.task_id.clone(),
                             assign: Some(a),
-                            tx: StreamTx::Ws { task_id: env.task_id.clone(), out: reader.out() },
+                            tx: StreamTx::Ws {
+                                task_id: env.task_id.clone(),
+                                out: reader.out(),
+                            },
                             rx: StreamRx::Ws(rx),
                             held: vec![],
                             acked: 0,
@@ -158,4 +179,3 @@ impl ClientMux {
         let _ = rx.wait_for(|c| *c).await;
     }
 }
-
