@@ -49,6 +49,9 @@ pub enum ModeCmd {
     /// N Server-Sent Events subscribers: events/s, and per-event latency when an event's data
     /// carries "ts_us":<unix µs> (or "ts_ms") from the sender's clock.
     Sse(SseArgs),
+    /// Simulated agents over QUIC (orchestra-agent/1): gateway memory per agent and idle CPU,
+    /// task dispatch latency, one task's output throughput into the backend.
+    Agents(AgentsArgs),
 }
 
 impl ModeCmd {
@@ -60,6 +63,7 @@ impl ModeCmd {
             ModeCmd::Ws(a) => &a.common,
             ModeCmd::WsHold(a) => &a.common,
             ModeCmd::Sse(a) => &a.common,
+            ModeCmd::Agents(a) => &a.common,
         }
     }
 }
@@ -263,6 +267,55 @@ pub struct SseArgs {
     pub headers: Vec<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `agents` flags.
+#[derive(Debug, Clone, Args)]
+pub struct AgentsArgs {
+    /// The gateway's QUIC address (UDP host:port).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub addr: String,
+    /// CA certificate (PEM) to trust: the gateway's self-signed one is data/tls/self-signed.crt.
+    #[arg(long, default_value = "data/tls/self-signed.crt")]
+    pub ca: PathBuf,
+    /// Simulated agents (ids load-0 ... load-{N-1}).
+    #[arg(long = "agents", short = 'c', default_value_t = 100)]
+    pub agents: usize,
+    /// Write the gateway's keys file for -c agents to FILE and exit.
+    #[arg(long, value_name = "FILE")]
+    pub write_keys: Option<PathBuf>,
+    /// Registrations in flight at once.
+    #[arg(long, default_value_t = 200)]
+    pub open_concurrency: usize,
+    /// Each agent's heartbeat period.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Pause after the last registration before reading the gateway's RSS.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Idle hold (agents only heartbeating) over which the gateway's CPU is measured.
+    #[arg(long, short = 'd', default_value = "30s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// The gateway process (VmRSS and CPU time from /proc).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// The gateway's admin API (tasks are started with POST /admin/tasks).
+    #[arg(long, default_value = "http://127.0.0.1:9901")]
+    pub admin: String,
+    /// Admin bearer token.
+    #[arg(long, env = "ORCHESTRA_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Tasks to start one after another after the hold (dispatch latency).
+    #[arg(long, default_value_t = 0)]
+    pub tasks: u64,
+    /// Output lines of one more task, sent back to back (throughput into the backend).
+    #[arg(long, default_value_t = 0)]
+    pub stream_lines: u64,
+    /// Give up on one registration or one task step after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub common: CommonArgs,
 }

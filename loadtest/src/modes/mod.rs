@@ -6,6 +6,7 @@
 //! with another shape (`ws-hold`, `sse`) run their own loop and return their own
 //! [`Report`].
 
+pub mod agents;
 pub mod h1;
 pub mod h2;
 pub mod h3;
@@ -63,6 +64,7 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
             let workers = a.load.connections;
             run_requests(driver, "ws", &a.load, 1, workers, threads, progress).await
         }
+        ModeCmd::Agents(a) => agents::run(a, progress).await,
         ModeCmd::WsHold(a) => {
             if a.connections == 0 {
                 return Err("-c/--connections must be at least 1".into());

@@ -356,6 +356,12 @@ impl AgentClient {
             .ok_or_else(|| "connection closed".to_string())
     }
 
+    /// The next task stream the gateway opens, without a time limit; `None` when the
+    /// connection is closed.
+    pub async fn task(&mut self) -> Option<TaskStream> {
+        self.tasks.recv().await
+    }
+
     /// Opens a stream and sends `TaskResume { task_id, last_seq }`.
     pub async fn resume(&self, task_id: &str, last_seq: u64) -> Result<TaskStream, BoxError> {
         let (mut tx, rx) = self.open_stream(task_id).await?;
