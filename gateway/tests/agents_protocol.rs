@@ -286,3 +286,48 @@ async fn missed_heartbeats_close_the_connection_and_a_duplicate_id_replaces() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_agents(&gw, &["worker-1"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_lines_arrive_complete_and_in_order_on_two_tasks_at_once() {
+    let keys = AgentKey::many(&["worker-1"]);
+    let gw = start(&keys, "").await;
+    let mut agent = connect(&gw, &keys[0]).await;
+    wait_agents(&gw, &["worker-1"]).await;
+    let t1 = start_custom(&gw, "seq 1 10000").await;
+    let t2 = start_custom(&gw, "seq 1 10000").await;
+    let s1 = agent.next_task(WAIT).await.expect("assign 1");
+    let s2 = agent.next_task(WAIT).await.expect("assign 2");
+    // Both tasks stream at the same time on their own streams.
+    let run = |mut s: testkit::agent::TaskStream| async move {
+        s.accept(1).await.expect("accept");
+        let mut seq = s.first_seq();
+        for i in 1..=10_000 {
+            seq += 1;
+            s.output(seq, &i.to_string()).await.expect("output");
+        }
+        seq += 1;
+        s.result(seq, ResultStatus::Success, 0)
+            .await
+            .expect("result");
+        s.wait_ack(seq, Duration::from_secs(60))
+            .await
+            .expect("acked");
+        s.tx.finish().await;
+    };
+    tokio::join!(run(s1), run(s2));
+    for task in [t1, t2] {
+        let ev = events_until_end(&gw, &task, Duration::from_secs(60)).await;
+        let lines: Vec<&str> = ev
+            .iter()
+            .filter(|e| e["type"] == "worker:output")
+            .map(|e| e["data"]["text"].as_str().expect("text"))
+            .collect();
+        let want: Vec<String> = (1..=10_000).map(|i| i.to_string()).collect();
+        assert_eq!(lines, want);
+        let seqs: Vec<u64> = ev
+            .iter()
+            .map(|e| e["data"]["seq"].as_u64().expect("seq"))
+            .collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    }
+}
