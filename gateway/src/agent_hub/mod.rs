@@ -81,6 +81,7 @@ pub struct AgentService {
     registry: Arc<Registry>,
     ack_series: SeriesId,
     shutdown: watch::Sender<bool>,
+    keys_at_start: usize,
 }
 
 impl std::fmt::Debug for AgentService {
@@ -112,6 +113,7 @@ impl AgentService {
         registry: Arc<Registry>,
     ) -> Result<Arc<AgentService>, KeysFileError> {
         let keys = AgentKeys::load(&settings.keys_file)?;
+        let keys_at_start = keys.len();
         tracing::info!(keys_file = %settings.keys_file.display(), agents = keys.len(), "agent keys loaded");
         let ack_series = registry.intern(SeriesKey {
             kind: SeriesKind::Protocol,
@@ -126,6 +128,7 @@ impl AgentService {
             registry,
             ack_series,
             shutdown: watch::channel(false).0,
+            keys_at_start,
         }))
     }
 
@@ -137,6 +140,11 @@ impl AgentService {
     /// The current `[agents]` settings.
     pub fn settings(&self) -> Arc<AgentSettings> {
         self.settings.load_full()
+    }
+
+    /// Agents in the keys file when the gateway started (sizes the QUIC connection limit).
+    pub fn keys_at_start(&self) -> usize {
+        self.keys_at_start
     }
 
     /// The counters.

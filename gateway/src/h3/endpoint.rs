@@ -77,7 +77,11 @@ impl EndpointLimits {
     ///   (a task's output in flight: hundreds of lines; the gateway reads a task stream only as
     ///   fast as the backend stores it, so a full window stalls that task alone) and 8 MiB per
     ///   connection. Windows are credit, not allocation: an idle agent costs no buffer memory.
-    pub fn with_agents(mut self, agents: &orchestra_config::AgentSettings) -> Self {
+    ///
+    /// - **Connections**: the HTTP/3 budget plus one per agent in the keys file at start (an
+    ///   agent holds one connection; a newer one replaces it).
+    pub fn with_agents(mut self, agents: &orchestra_config::AgentSettings, keys: usize) -> Self {
+        self.max_connections = self.max_connections.saturating_add(keys);
         let needed = agents
             .heartbeat_interval
             .saturating_mul(agents.offline_after_missed.saturating_add(1));

@@ -151,7 +151,7 @@ impl H3Service {
             handlers.push(Arc::new(crate::agent_hub::quic::AgentAlpn::new(
                 Arc::clone(agents),
             )));
-            limits = limits.with_agents(&agents.settings());
+            limits = limits.with_agents(&agents.settings(), agents.keys_at_start());
         }
         let endpoint = {
             let _guard = rt.enter();
