@@ -58,7 +58,8 @@ fn hub_error(e: &HubError) -> Resp {
     let status = match e {
         HubError::NoCapableAgent { .. }
         | HubError::AgentUnavailable(_)
-        | HubError::QueueFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+        | HubError::QueueFull(_)
+        | HubError::Reconnecting(_) => StatusCode::SERVICE_UNAVAILABLE,
         HubError::UnknownTask(_) => StatusCode::NOT_FOUND,
         HubError::TaskEnded(_) => StatusCode::CONFLICT,
         HubError::InputBusy(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -30,6 +30,9 @@ pub enum HubError {
     /// The task's input queue is full (the agent is not reading it).
     #[error("task {0:?} has too much input waiting; retry later")]
     InputBusy(String),
+    /// The task's agent is disconnected (it has `reconnect_grace` to come back).
+    #[error("the agent of task {0:?} is reconnecting; retry later")]
+    Reconnecting(String),
     /// A request field is not acceptable.
     #[error("{field}: {reason}")]
     BadRequest {
@@ -49,7 +52,8 @@ impl HubError {
         match self {
             HubError::NoCapableAgent { .. }
             | HubError::AgentUnavailable(_)
-            | HubError::QueueFull(_) => "AGENT_001",
+            | HubError::QueueFull(_)
+            | HubError::Reconnecting(_) => "AGENT_001",
             HubError::UnknownTask(_)
             | HubError::TaskEnded(_)
             | HubError::InputBusy(_)

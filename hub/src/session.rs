@@ -127,11 +127,12 @@ impl Hub {
                 field: "task_id",
                 reason: "the task is queued; input can be sent once it runs".into(),
             }),
+            Phase::Orphaned => Err(HubError::Reconnecting(task_id.to_string())),
             _ => match &inner.commands {
                 Some(tx) => tx
                     .try_send(TaskCommand::Input { data, close })
                     .map_err(|_| HubError::InputBusy(task_id.to_string())),
-                None => Err(HubError::InputBusy(task_id.to_string())),
+                None => Err(HubError::Reconnecting(task_id.to_string())),
             },
         }
     }
