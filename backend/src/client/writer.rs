@@ -485,11 +485,16 @@ impl Writer {
             let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
             let refs: Vec<&WriteOp> = ops.iter().collect();
             let r = s.append(&refs);
-            (r, s.dir().display().to_string(), s.max_bytes())
+            let books = (s.records(), s.bytes(), s.corrupt());
+            (r, s.dir().display().to_string(), s.max_bytes(), books)
         })
         .await;
         let (result, dir, limit) = match result {
-            Ok(r) => r,
+            Ok((r, dir, limit, books)) => {
+                // The counters say "spooled" before any caller hears it.
+                self.set_spool_books(books);
+                (r, dir, limit)
+            }
             Err(e) => {
                 for p in &mut batch {
                     p.resolve(Err(ClientError::Spool(format!("spool task failed: {e}"))));
@@ -499,26 +504,24 @@ impl Writer {
         };
         match result {
             Ok(appended) => {
-                let mut refused = 0;
+                // Counters first, so that a caller who hears "spooled" or "refused" sees it
+                // counted.
+                let refused = appended.iter().filter(|a| **a == Appended::Full).count() as u64;
+                let stored = appended.len() as u64 - refused;
+                self.counters
+                    .spooled_records
+                    .fetch_add(stored, Ordering::Relaxed);
+                self.counters.refused.fetch_add(refused, Ordering::Relaxed);
                 for (p, a) in batch.iter_mut().zip(appended) {
                     match a {
-                        Appended::Stored => {
-                            self.counters
-                                .spooled_records
-                                .fetch_add(1, Ordering::Relaxed);
-                            p.resolve(Ok(Persisted::Spooled));
-                        }
-                        Appended::Full => {
-                            refused += 1;
-                            p.resolve(Err(ClientError::SpoolFull {
-                                dir: dir.clone(),
-                                limit,
-                            }));
-                        }
+                        Appended::Stored => p.resolve(Ok(Persisted::Spooled)),
+                        Appended::Full => p.resolve(Err(ClientError::SpoolFull {
+                            dir: dir.clone(),
+                            limit,
+                        })),
                     }
                 }
                 if refused > 0 {
-                    self.counters.refused.fetch_add(refused, Ordering::Relaxed);
                     if !self.full_logged {
                         self.full_logged = true;
                         tracing::error!(spool = %dir, limit_bytes = limit, refused,
@@ -540,12 +543,16 @@ impl Writer {
 
     async fn publish_spool(&mut self) {
         let spool = Arc::clone(&self.spool);
-        let (records, bytes, corrupt) = tokio::task::spawn_blocking(move || {
+        let books = tokio::task::spawn_blocking(move || {
             let s = spool.lock().unwrap_or_else(|e| e.into_inner());
             (s.records(), s.bytes(), s.corrupt())
         })
         .await
         .unwrap_or((self.spooled, 0, 0));
+        self.set_spool_books(books);
+    }
+
+    fn set_spool_books(&mut self, (records, bytes, corrupt): (u64, u64, u64)) {
         let was = self.spooled;
         self.spooled = records;
         self.counters
