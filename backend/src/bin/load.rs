@@ -227,7 +227,7 @@ fn record(
     if ok {
         *durable_calls += 1;
         if let Some(every) = args.report_every {
-            if *durable_calls % every.max(1) == 0 {
+            if durable_calls.is_multiple_of(every.max(1)) {
                 let mut lock = out.lock();
                 let _ = writeln!(lock, "durable {task} {last}");
                 let _ = lock.flush();

@@ -240,6 +240,15 @@ impl BackendClient {
         )
         .map_err(|e| ClientError::Start(e.to_string()))?;
         let counters = Arc::new(Counters::default());
+        // What an earlier run left is visible in `status()` before `start` returns.
+        counters
+            .spool_records
+            .store(spool.records(), Ordering::Relaxed);
+        counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        counters.corrupt.store(spool.corrupt(), Ordering::Relaxed);
+        counters
+            .spooling
+            .store(!spool.is_empty(), Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = runtime.spawn(writer::run(
             config,

@@ -368,18 +368,18 @@ impl Spool {
     }
 
     fn read_at(&mut self, pos: Pos, seg_len: u64, path: &Path) -> Result<Record, SpoolError> {
-        let reader = match &mut self.reader {
-            Some((id, r, off)) if *id == pos.segment && *off == pos.offset => r,
-            _ => {
-                let mut f = File::open(path).map_err(io_err(path, "open segment"))?;
-                f.seek(SeekFrom::Start(pos.offset))
-                    .map_err(io_err(path, "seek"))?;
-                self.reader = Some((pos.segment, BufReader::new(f), pos.offset));
-                match &mut self.reader {
-                    Some((_, r, _)) => r,
-                    None => unreachable!("just set"),
-                }
-            }
+        let cached =
+            matches!(&self.reader, Some((id, _, off)) if *id == pos.segment && *off == pos.offset);
+        if !cached {
+            let mut f = File::open(path).map_err(io_err(path, "open segment"))?;
+            f.seek(SeekFrom::Start(pos.offset))
+                .map_err(io_err(path, "seek"))?;
+            self.reader = Some((pos.segment, BufReader::new(f), pos.offset));
+        }
+        let Some((_, reader, _)) = self.reader.as_mut() else {
+            return Err(io_err(path, "open segment")(
+                std::io::ErrorKind::NotFound.into(),
+            ));
         };
         let end_of_segment = Pos {
             segment: pos.segment,

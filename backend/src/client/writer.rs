@@ -355,7 +355,9 @@ impl Writer {
             .await
         {
             Some(outcome) => {
-                let mut p = self.pending.pop_front().expect("front exists");
+                let Some(mut p) = self.pending.pop_front() else {
+                    return;
+                };
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 let r = self.committed_or_rejected(&p.op, outcome);
                 p.resolve(r);
@@ -452,7 +454,9 @@ impl Writer {
                 }
             }
             Some(other) => {
-                let mut p = self.pending.pop_front().expect("n >= 1");
+                let Some(mut p) = self.pending.pop_front() else {
+                    return;
+                };
                 let other = match other {
                     Outcome::Stored(_) => Outcome::Stored(()),
                     Outcome::Rejected {
