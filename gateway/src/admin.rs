@@ -134,11 +134,11 @@ async fn handle(req: Request<Incoming>, state: &Arc<GatewayState>, peer: SocketA
         (Method::GET, p) if p.starts_with("/admin/histograms/") => {
             histogram_one(&req, state, &p["/admin/histograms/".len()..])
         }
-        (Method::GET, "/metrics") => text_response(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            export::prometheus(&state.registry, Instant::now()),
-        ),
+        (Method::GET, "/metrics") => {
+            let mut text = export::prometheus(&state.registry, Instant::now());
+            crate::backend::prometheus(state, &mut text);
+            text_response(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         (_, p) if p.starts_with("/admin") || p == "/metrics" => error(
             StatusCode::NOT_FOUND,
             "NO_ROUTE",

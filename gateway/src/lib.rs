@@ -17,6 +17,7 @@
 //! | [`tls`] | the listener certificate: configured files or a generated self-signed one |
 //! | [`state`] | the live state shared by all requests: config snapshot, in-flight count |
 //! | [`reload`] | hot-swapped config: validate, carry state over, swap, history, rollback, file watch |
+//! | [`backend`] | persistence: the backend client (and the embedded backend), `/readyz` and `/metrics` parts |
 //! | [`admin`] | the admin API: config, reload, upstreams, histograms, Prometheus metrics |
 //! | [`admin_client`] | the `stats` and `reload` subcommands (clients of the admin API) |
 //! | [`health`] | active health checks of the running config's upstreams |
@@ -29,6 +30,7 @@ pub mod access_log;
 pub mod admin;
 pub mod admin_client;
 pub mod attempt;
+pub mod backend;
 pub mod error;
 pub mod front;
 pub mod h3;

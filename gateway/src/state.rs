@@ -155,6 +155,7 @@ pub struct GatewayState {
     in_flight: AtomicUsize,
     ready: AtomicBool,
     h3_port: std::sync::OnceLock<u16>,
+    backend: std::sync::OnceLock<Arc<crate::backend::Backend>>,
 }
 
 impl GatewayState {
@@ -170,6 +171,7 @@ impl GatewayState {
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             h3_port: std::sync::OnceLock::new(),
+            backend: std::sync::OnceLock::new(),
         })
     }
 
@@ -196,6 +198,16 @@ impl GatewayState {
     /// The bound HTTP/3 port, when the endpoint runs.
     pub fn h3_port(&self) -> Option<u16> {
         self.h3_port.get().copied()
+    }
+
+    /// Installs the backend (once, at start).
+    pub fn set_backend(&self, backend: Arc<crate::backend::Backend>) {
+        let _ = self.backend.set(backend);
+    }
+
+    /// The backend client and its target, once started.
+    pub fn backend(&self) -> Option<&Arc<crate::backend::Backend>> {
+        self.backend.get()
     }
 
     /// Counts a request as in flight until the returned token is dropped.

@@ -350,6 +350,19 @@ impl BackendClient {
         }
     }
 
+    /// Checks `GET /healthz` now and records the answer in `status().reachable`.
+    pub async fn probe(&self) -> bool {
+        let transport = self.inner.transport.clone();
+        let ok = self
+            .inner
+            .runtime
+            .spawn(async move { transport.healthy().await })
+            .await
+            .unwrap_or(false);
+        self.inner.counters.reachable.store(ok, Ordering::Relaxed);
+        ok
+    }
+
     /// Counters and state, for `/metrics` and `/readyz`.
     pub fn status(&self) -> ClientStatus {
         self.inner.counters.snapshot(self.inner.transport.base())
