@@ -6,11 +6,15 @@
 //! | module | what |
 //! |---|---|
 //! | [`model`] | the JSON shapes of the REST API, shared by server and client |
-//! | `server` | the `orchestra-backend` service: axum routes over SQLite or PostgreSQL (sqlx) |
+//! | [`store`] | the database: typed sqlx pools over SQLite or PostgreSQL, embedded migrations |
+//! | [`server`] | the `orchestra-backend` service: axum routes over a store |
 //! | [`client`] | the gateway's client: ordered writes, event batching, retries behind a circuit breaker, and an on-disk spool while the backend is unreachable |
 //!
 //! With no `[backend] url`, the gateway runs the server in-process on a SQLite file and talks to
 //! it through the same client.
 
 pub mod client;
+pub mod logging;
 pub mod model;
+pub mod server;
+pub mod store;

@@ -39,6 +39,35 @@ impl TaskState {
         }
     }
 
+    /// Parses the JSON / database name of a state.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "pending" => TaskState::Pending,
+            "assigned" => TaskState::Assigned,
+            "running" => TaskState::Running,
+            "completed" => TaskState::Completed,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True when the machine allows `self -> to`. Staying in the same state is not a
+    /// transition (the server answers it as an idempotent no-op).
+    ///
+    /// pending → assigned | cancelled | failed; assigned → running | pending (the agent
+    /// rejected it or left before accepting: back to the queue) | cancelled | failed;
+    /// running → completed | failed | cancelled; terminal states go nowhere.
+    pub fn can_become(self, to: TaskState) -> bool {
+        use TaskState::*;
+        matches!(
+            (self, to),
+            (Pending, Assigned | Cancelled | Failed)
+                | (Assigned, Running | Pending | Cancelled | Failed)
+                | (Running, Completed | Failed | Cancelled)
+        )
+    }
+
     /// True for completed, failed and cancelled.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -271,4 +300,59 @@ pub enum WriteOp {
         /// Events in seq order.
         events: Vec<NewEvent>,
     },
+}
+
+/// One event of a bulk append (`POST /v1/events`, an extension of SPEC): like [`NewEvent`] with
+/// its task id, so that one request carries consecutive appends of several tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkEvent {
+    /// Task id.
+    pub task_id: String,
+    /// The task's sequence number, from 1.
+    pub seq: u64,
+    /// Event type.
+    pub kind: String,
+    /// The event's data.
+    pub data: serde_json::Value,
+}
+
+/// Answer to a bulk append: like [`AppendResult`], plus the task ids that do not exist (their
+/// events were not stored; the rest of the batch was).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkAppendResult {
+    /// Events stored by this call.
+    pub inserted: u64,
+    /// Events already stored with the same `(task, seq)`.
+    pub duplicates: u64,
+    /// Tasks named by the batch that do not exist.
+    #[serde(default)]
+    pub unknown_tasks: Vec<String>,
+}
+
+/// `GET /v1/agents` answer. `next_cursor` is set when more agents follow: pass it as `?cursor=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentList {
+    /// Agents in id order.
+    pub agents: Vec<Agent>,
+    /// Opaque cursor of the next page, absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/sessions` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionList {
+    /// Sessions in id order.
+    pub sessions: Vec<Session>,
+    /// Opaque cursor of the next page, absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/tasks` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskList {
+    /// Tasks in id order.
+    pub tasks: Vec<Task>,
+    /// Opaque cursor of the next page, absent on the last one.
+    pub next_cursor: Option<String>,
 }

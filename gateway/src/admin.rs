@@ -140,6 +140,7 @@ async fn handle(req: Request<Incoming>, state: &Arc<GatewayState>, peer: SocketA
             if let Some(agents) = state.agents() {
                 crate::agent_hub::report::prometheus(agents, &mut text);
             }
+            crate::backend::prometheus(state, &mut text);
             text_response(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         (_, p) if crate::admin_agents::owns(p) => crate::admin_agents::handle(req, state).await,

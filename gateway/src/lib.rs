@@ -19,6 +19,7 @@
 //! | [`tls`] | the listener certificate: configured files or a generated self-signed one |
 //! | [`state`] | the live state shared by all requests: config snapshot, in-flight count |
 //! | [`reload`] | hot-swapped config: validate, carry state over, swap, history, rollback, file watch |
+//! | [`backend`] | persistence: the backend client (and the embedded backend), `/readyz` and `/metrics` parts |
 //! | [`admin`] | the admin API: config, reload, upstreams, histograms, Prometheus metrics |
 //! | [`admin_client`] | the `stats` and `reload` subcommands (clients of the admin API) |
 //! | [`health`] | active health checks of the running config's upstreams |
@@ -33,6 +34,7 @@ pub mod admin_agents;
 pub mod admin_client;
 pub mod agent_hub;
 pub mod attempt;
+pub mod backend;
 pub mod error;
 pub mod front;
 pub mod h3;

@@ -190,14 +190,7 @@ impl Pipeline {
                 status: StatusCode::OK,
                 body: Bytes::from_static(br#"{"status":"ok"}"#),
             }),
-            "/readyz" if self.state.is_ready() => Some(LocalResponse {
-                status: StatusCode::OK,
-                body: Bytes::from_static(br#"{"status":"ready"}"#),
-            }),
-            "/readyz" => Some(LocalResponse {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                body: Bytes::from_static(br#"{"status":"starting"}"#),
-            }),
+            "/readyz" => Some(crate::backend::readyz(&self.state)),
             _ => None,
         }
     }

@@ -7,7 +7,8 @@
 //! Applies are serialized by one lock (never taken by requests). Each applied config gets the next
 //! version number and its sha256; the last [`HISTORY_LEN`] are kept for rollback.
 //!
-//! Settings bound at process start (listener addresses, TLS files, worker threads, data dir) are
+//! Settings bound at process start (listener addresses, TLS files, worker threads, data dir,
+//! `[backend]`) are
 //! compared too: a change is applied to everything else and reported as `restart_needed`, never
 //! silently ignored.
 
@@ -63,6 +64,7 @@ struct Bound {
     tls: Option<orchestra_config::TlsFiles>,
     threads: usize,
     data_dir: PathBuf,
+    backend: orchestra_config::BackendSettings,
 }
 
 impl Bound {
@@ -72,6 +74,7 @@ impl Bound {
             tls: s.tls.clone(),
             threads: s.server.threads,
             data_dir: s.server.data_dir.clone(),
+            backend: s.backend.clone(),
         }
     }
 }
@@ -207,6 +210,7 @@ fn restart_needed(bound: &Bound, new: &Snapshot) -> Vec<String> {
         ("tls", bound.tls != new.tls),
         ("server.threads", bound.threads != new.threads),
         ("server.data_dir", bound.data_dir != new.data_dir),
+        ("backend", bound.backend != new.backend),
     ] {
         if changed {
             out.push(name.to_string());

@@ -176,6 +176,10 @@ pub fn run_control_plane(
                     if let Some(h3) = &plane.h3 {
                         h3.close().await;
                     }
+                    // Queued writes are sent or spooled before the embedded backend closes.
+                    if let Some(backend) = state.backend() {
+                        backend.stop().await;
+                    }
                     return 0;
                 }
                 _ = int.recv() => {

@@ -156,6 +156,7 @@ pub struct GatewayState {
     ready: AtomicBool,
     h3_port: std::sync::OnceLock<u16>,
     agents: std::sync::OnceLock<Arc<crate::agent_hub::AgentService>>,
+    backend: std::sync::OnceLock<Arc<crate::backend::Backend>>,
 }
 
 impl GatewayState {
@@ -172,6 +173,7 @@ impl GatewayState {
             ready: AtomicBool::new(false),
             h3_port: std::sync::OnceLock::new(),
             agents: std::sync::OnceLock::new(),
+            backend: std::sync::OnceLock::new(),
         })
     }
 
@@ -208,6 +210,14 @@ impl GatewayState {
     /// The agent hub, when `[agents]` was configured at start.
     pub fn agents(&self) -> Option<&Arc<crate::agent_hub::AgentService>> {
         self.agents.get()
+    /// Installs the backend (once, at start).
+    pub fn set_backend(&self, backend: Arc<crate::backend::Backend>) {
+        let _ = self.backend.set(backend);
+    }
+
+    /// The backend client and its target, once started.
+    pub fn backend(&self) -> Option<&Arc<crate::backend::Backend>> {
+        self.backend.get()
     }
 
     /// Counts a request as in flight until the returned token is dropped.

@@ -17,22 +17,28 @@
 //! | [`client`] | HTTP/2 clients (h2c prior knowledge, TLS) that expose response trailers |
 //! | [`tls`] | self-signed certificates and rustls configurations (ring provider) |
 //! | [`gateway`] | [`GatewayProcess`]: write a config, start `orchestra-gateway`, wait for `/healthz`, read its logs, send SIGTERM; admin port, config rewrites, SIGHUP |
+//! | [`postgres`] | [`PgCluster`]: a throwaway PostgreSQL cluster (initdb in a temp dir, a free loopback port), stopped and deleted on drop |
+//! | [`backend`] | [`BackendProcess`]: start `orchestra-backend` on a database, wait for `/healthz`, SIGKILL and restart it on the same port |
 //! | [`net`] | free ports and addresses nothing listens on |
 //! | [`raw_http`] | a raw HTTP/1.1 client: oversized heads, chunked bodies sent piece by piece, answers that arrive before the request is complete |
 //!
 //! Every server handle stops its server (listener and open connections) when dropped.
 
 pub mod agent;
+pub mod backend;
 pub mod client;
 pub mod gateway;
 pub mod grpc;
 pub mod h3;
 pub mod net;
+pub mod postgres;
 pub mod raw_http;
 pub mod tls;
 pub mod upstream;
 
+pub use backend::BackendProcess;
 pub use gateway::{CheckOutput, GatewayBuilder, GatewayProcess, LaunchError};
+pub use postgres::PgCluster;
 pub use upstream::controlled::ControlledEcho;
 pub use upstream::grpc::GrpcServer;
 pub use upstream::http::EchoServer;

@@ -166,16 +166,22 @@ pub fn is_valid_traceparent(value: &str) -> bool {
 
 /// Polls `GET /readyz` until it answers 200 (bounded by [`WAIT`]); readiness may trail
 /// `/healthz` by a moment during start-up, as with any orchestrator probe.
+///
+/// The gateway records a request in its histograms after the response is sent; before
+/// returning, this waits (at most 2 s) for the access-log line of the last `/readyz`, written
+/// after the recording, so that tests counting requests start from a settled count.
 pub async fn wait_ready(gw: &GatewayProcess) {
     let client = http_client();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let status = client
-            .get(gw.http_url("/readyz"))
-            .send()
-            .await
-            .map(|r| r.status().as_u16());
+        let resp = client.get(gw.http_url("/readyz")).send().await;
+        let status = resp.as_ref().map(|r| r.status().as_u16());
         if let Ok(200) = status {
+            if let Some(id) = resp.ok().and_then(|r| header(&r, "x-request-id")) {
+                let _ = gw
+                    .wait_for_access_log(Duration::from_secs(2), |l| l["request_id"] == id.as_str())
+                    .await;
+            }
             return;
         }
         assert!(

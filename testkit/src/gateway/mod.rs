@@ -25,7 +25,7 @@
 mod builder;
 mod check;
 mod logs;
-mod probe;
+pub(crate) mod probe;
 
 pub use builder::{
     GatewayBuilder, ADMIN_PLACEHOLDER, DATA_DIR_PLACEHOLDER, DIR_PLACEHOLDER, HTTPS_PLACEHOLDER,
