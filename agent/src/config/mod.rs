@@ -6,25 +6,24 @@
 //! bad value. Unknown keys are errors. The keys, their defaults and the extensions of the SPEC
 //! are listed in the README ("orchestra-agent").
 
+mod endpoint;
 mod error;
 mod raw;
 mod secret;
 pub mod tools;
 pub mod units;
 
+pub use endpoint::{GatewayAddr, Transport, Trust};
 pub use error::{ConfigError, ConfigErrors, ErrorKind, COMMAND_LINE};
 pub use secret::Secret;
 pub use tools::{OutputFormat, StdinMode, TaskVars, Template, Tool};
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
-use raw::{RawAgent, RawTool};
 use secret::{SecretEnv, SecretKeys};
 
 /// Default config file of `run` and `check`.
@@ -32,94 +31,6 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/agent.toml";
 
 /// Largest `max_tasks`.
 pub const MAX_TASKS_LIMIT: u32 = 1024;
-
-/// How the agent reaches the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// QUIC, ALPN `orchestra-agent/1` (the default).
-    Quic,
-    /// WebSocket over TLS at `wss://{gateway}/agent/ws`, for networks that block UDP.
-    Ws,
-}
-
-impl Transport {
-    fn parse(s: &str) -> Result<Transport, String> {
-        match s {
-            "quic" => Ok(Transport::Quic),
-            "ws" => Ok(Transport::Ws),
-            _ => Err("expected \"quic\" or \"ws\"".into()),
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Transport::Quic => "quic",
-            Transport::Ws => "ws",
-        })
-    }
-}
-
-/// Which certificates the agent trusts for the gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trust {
-    /// The certificates of a PEM file (`ca`).
-    Ca {
-        /// The file, as written.
-        path: PathBuf,
-        /// Its certificates.
-        certs: Vec<CertificateDer<'static>>,
-    },
-    /// The public web PKI (Mozilla's roots, `webpki-roots`): no `ca`, no `insecure`.
-    WebPki,
-    /// Any certificate (`insecure = true`, development only).
-    Insecure,
-}
-
-/// The gateway's address: a host name or IP address and a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayAddr {
-    /// Host name or IP address (IPv6 without brackets).
-    pub host: String,
-    /// UDP port (QUIC) or TCP port (WebSocket).
-    pub port: u16,
-}
-
-impl GatewayAddr {
-    fn parse(s: &str) -> Result<GatewayAddr, String> {
-        const EXPECTED: &str = "expected HOST:PORT, e.g. 127.0.0.1:8443 or gw.example.com:8443";
-        if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
-            return Ok(GatewayAddr {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-            });
-        }
-        let (host, port) = s.rsplit_once(':').ok_or(EXPECTED)?;
-        let port: u16 = port.parse().map_err(|_| EXPECTED)?;
-        let valid_host = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !valid_host || port == 0 {
-            return Err(EXPECTED.into());
-        }
-        Ok(GatewayAddr {
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for GatewayAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// `[reconnect]`: exponential backoff with jitter between connection attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +170,7 @@ fn pick<'a>(
     }
 }
 
-fn missing(file: &str, key: &str, hint: &str, errors: &mut Vec<ConfigError>) {
+pub(crate) fn missing(file: &str, key: &str, hint: &str, errors: &mut Vec<ConfigError>) {
     errors.push(ConfigError::new(
         file,
         key,
@@ -363,7 +274,7 @@ fn validate(
         (None, Some(g)) => ServerName::try_from(g.host.clone()).ok(),
         (None, None) => None,
     };
-    let trust = trust(file, &raw, ov, &mut errors);
+    let trust = endpoint::trust(file, &raw, ov, &mut errors);
     let transport = match pick(
         file,
         "transport",
@@ -423,7 +334,7 @@ fn validate(
         &mut errors,
     );
 
-    let tools = tools(file, raw.tools.take(), &mut errors);
+    let tools = tools::build(file, raw.tools.take(), &mut errors);
     let capabilities = match raw.capabilities.take() {
         Some(caps) => {
             for (i, c) in caps.iter().enumerate() {
@@ -572,172 +483,6 @@ fn validate(
         }),
         _ => Err(ConfigErrors(errors)),
     }
-}
-
-fn trust(
-    file: &str,
-    raw: &RawAgent,
-    ov: &Overrides,
-    errors: &mut Vec<ConfigError>,
-) -> Option<Trust> {
-    let (ca, insecure, origin) = if let Some(ca) = ov.ca.as_deref() {
-        (Some(ca), false, Some("--ca"))
-    } else if ov.insecure {
-        (None, true, Some("--insecure"))
-    } else {
-        (raw.ca.as_deref(), raw.insecure.unwrap_or(false), None)
-    };
-    match (ca, insecure) {
-        (Some(_), true) => {
-            errors.push(ConfigError::invalid(
-                file,
-                "insecure",
-                "true",
-                "ca and insecure = true are exclusive: trust the gateway's certificate (ca) or, \
-                 for development only, any certificate (insecure)",
-            ));
-            None
-        }
-        (Some(path), false) => {
-            let at = |value: &str, reason: String| match origin {
-                Some(flag) => ConfigError::invalid(COMMAND_LINE, flag, value, reason),
-                None => ConfigError::invalid(file, "ca", value, reason),
-            };
-            match std::fs::read(path) {
-                Ok(pem) => {
-                    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
-                    match certs {
-                        Ok(certs) if !certs.is_empty() => Some(Trust::Ca {
-                            path: PathBuf::from(path),
-                            certs,
-                        }),
-                        Ok(_) => {
-                            errors.push(at(path, "no PEM certificate in this file".into()));
-                            None
-                        }
-                        Err(e) => {
-                            errors.push(at(path, format!("malformed PEM: {e:?}")));
-                            None
-                        }
-                    }
-                }
-                Err(e) => {
-                    errors.push(at(path, format!("cannot read it: {e}")));
-                    None
-                }
-            }
-        }
-        (None, true) => Some(Trust::Insecure),
-        (None, false) => Some(Trust::WebPki),
-    }
-}
-
-fn tools(
-    file: &str,
-    table: Option<toml::Table>,
-    errors: &mut Vec<ConfigError>,
-) -> BTreeMap<String, Tool> {
-    let mut out = BTreeMap::new();
-    let Some(table) = table.filter(|t| !t.is_empty()) else {
-        missing(
-            file,
-            "tools",
-            "[tools] custom = [\"bash\", \"-c\", \"{prompt}\"]",
-            errors,
-        );
-        return out;
-    };
-    for (name, raw_tool) in raw::tools(table, file, errors) {
-        let path = raw::join("tools", &raw::key(&name));
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            errors.push(ConfigError::invalid(
-                file,
-                &path,
-                &name,
-                "tool names use letters, digits, '-' and '_'",
-            ));
-            continue;
-        }
-        let (argv, resume, format, stdin, argv_path) = match raw_tool {
-            RawTool::Argv(argv) => (argv, Vec::new(), None, None, path.clone()),
-            RawTool::Table(t) => (
-                t.argv,
-                t.resume.unwrap_or_default(),
-                t.format,
-                t.stdin,
-                format!("{path}.argv"),
-            ),
-        };
-        if argv.first().is_none_or(|p| p.is_empty()) {
-            errors.push(ConfigError::invalid(
-                file,
-                &argv_path,
-                format!("{argv:?}"),
-                "needs a program as its first element",
-            ));
-            continue;
-        }
-        let mut templates = |args: &[String], base: &str, session: bool| -> Vec<Template> {
-            args.iter()
-                .enumerate()
-                .filter_map(|(i, a)| {
-                    Template::parse(a, session)
-                        .map_err(|reason| {
-                            errors.push(ConfigError::invalid(
-                                file,
-                                format!("{base}[{i}]"),
-                                a,
-                                reason,
-                            ))
-                        })
-                        .ok()
-                })
-                .collect()
-        };
-        let argv_t = templates(&argv, &argv_path, false);
-        let resume_t = templates(&resume, &format!("{path}.resume"), true);
-        let format = match format.as_deref() {
-            None => tools::detect_format(&argv),
-            Some("lines") => OutputFormat::Lines,
-            Some("stream-json") => OutputFormat::StreamJson,
-            Some(other) => {
-                errors.push(ConfigError::invalid(
-                    file,
-                    format!("{path}.format"),
-                    other,
-                    "expected \"lines\" or \"stream-json\"",
-                ));
-                OutputFormat::Lines
-            }
-        };
-        let stdin = match stdin.as_deref() {
-            None | Some("pipe") => StdinMode::Pipe,
-            Some("null") => StdinMode::Null,
-            Some(other) => {
-                errors.push(ConfigError::invalid(
-                    file,
-                    format!("{path}.stdin"),
-                    other,
-                    "expected \"pipe\" or \"null\"",
-                ));
-                StdinMode::Pipe
-            }
-        };
-        out.insert(
-            name,
-            Tool {
-                argv: argv_t,
-                resume: resume_t,
-                format,
-                stdin,
-            },
-        );
-    }
-    out
 }
 
 #[cfg(test)]

@@ -19,6 +19,11 @@
 //! process no stdin (for tools that would wait for its end); the default `"pipe"` lets
 //! `TaskInput` reach it.
 
+use std::collections::BTreeMap;
+
+use super::error::ConfigError;
+use super::raw::{self, RawTool};
+
 /// How a tool's stdout is turned into output items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -182,6 +187,115 @@ impl Template {
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
+}
+
+/// Validates the `[tools]` table: names, argv and `resume` templates, `format`, `stdin`.
+pub(crate) fn build(
+    file: &str,
+    table: Option<toml::Table>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Tool> {
+    let mut out = BTreeMap::new();
+    let Some(table) = table.filter(|t| !t.is_empty()) else {
+        super::missing(
+            file,
+            "tools",
+            "[tools] custom = [\"bash\", \"-c\", \"{prompt}\"]",
+            errors,
+        );
+        return out;
+    };
+    for (name, raw_tool) in raw::tools(table, file, errors) {
+        let path = raw::join("tools", &raw::key(&name));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            errors.push(ConfigError::invalid(
+                file,
+                &path,
+                &name,
+                "tool names use letters, digits, '-' and '_'",
+            ));
+            continue;
+        }
+        let (argv, resume, format, stdin, argv_path) = match raw_tool {
+            RawTool::Argv(argv) => (argv, Vec::new(), None, None, path.clone()),
+            RawTool::Table(t) => (
+                t.argv,
+                t.resume.unwrap_or_default(),
+                t.format,
+                t.stdin,
+                format!("{path}.argv"),
+            ),
+        };
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            errors.push(ConfigError::invalid(
+                file,
+                &argv_path,
+                format!("{argv:?}"),
+                "needs a program as its first element",
+            ));
+            continue;
+        }
+        let mut templates = |args: &[String], base: &str, session: bool| -> Vec<Template> {
+            args.iter()
+                .enumerate()
+                .filter_map(|(i, a)| {
+                    Template::parse(a, session)
+                        .map_err(|reason| {
+                            errors.push(ConfigError::invalid(
+                                file,
+                                format!("{base}[{i}]"),
+                                a,
+                                reason,
+                            ))
+                        })
+                        .ok()
+                })
+                .collect()
+        };
+        let argv_t = templates(&argv, &argv_path, false);
+        let resume_t = templates(&resume, &format!("{path}.resume"), true);
+        let format = match format.as_deref() {
+            None => detect_format(&argv),
+            Some("lines") => OutputFormat::Lines,
+            Some("stream-json") => OutputFormat::StreamJson,
+            Some(other) => {
+                errors.push(ConfigError::invalid(
+                    file,
+                    format!("{path}.format"),
+                    other,
+                    "expected \"lines\" or \"stream-json\"",
+                ));
+                OutputFormat::Lines
+            }
+        };
+        let stdin = match stdin.as_deref() {
+            None | Some("pipe") => StdinMode::Pipe,
+            Some("null") => StdinMode::Null,
+            Some(other) => {
+                errors.push(ConfigError::invalid(
+                    file,
+                    format!("{path}.stdin"),
+                    other,
+                    "expected \"pipe\" or \"null\"",
+                ));
+                StdinMode::Pipe
+            }
+        };
+        out.insert(
+            name,
+            Tool {
+                argv: argv_t,
+                resume: resume_t,
+                format,
+                stdin,
+            },
+        );
+    }
+    out
 }
 
 #[cfg(test)]
