@@ -410,3 +410,43 @@ async fn long_lines_are_split_and_invalid_utf8_replaced() {
     assert_eq!(texts[..3].iter().map(|p| p.len()).sum::<usize>(), 600_000);
     assert_eq!(texts[3], "ok \u{fffd} end");
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_tasks_delivers_their_results_and_exits_zero() {
+    let peer = GatewayPeer::start();
+    let mut agent = AgentBuilder::new(peer.addr).start(&peer);
+    let session = peer.accept().await;
+    let mut t = session
+        .assign(assign(
+            "t-shutdown",
+            "custom",
+            "echo $$ > leader.pid; echo up; sleep 300",
+        ))
+        .await;
+    loop {
+        let frame = t.next().await.expect("task output");
+        t.send(&support::frames::ack(
+            support::frames::seq_of(&frame).unwrap(),
+        ))
+        .await;
+        if support::frames::item_of(&frame).is_some_and(|i| i.text == "up") {
+            break;
+        }
+    }
+    let leader: i32 = std::fs::read_to_string(agent.workdir().join("t-shutdown/leader.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    // Still connected: the stopped result reaches the gateway before the agent leaves.
+    let run = t.run_to_result(true).await;
+    assert_eq!(status(&run), ResultStatus::Stopped);
+    assert_eq!(run.result().error, "stopped: agent shutting down");
+    let exit = agent
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("the agent exits");
+    assert!(exit.success(), "{exit:?}");
+    assert!(pid_gone(leader));
+}

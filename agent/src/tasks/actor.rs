@@ -218,7 +218,7 @@ impl TaskActor {
         let read_link = self.link.is_some() && self.pending_input_bytes <= MAX_PENDING_INPUT;
         let want_stdin = !self.pending_input.is_empty() && self.stdin.is_some();
         let take_events = self.events_open && self.outbox.has_room();
-        let stdin = self.stdin.clone();
+        let stdin = if want_stdin { self.stdin.clone() } else { None };
         let (tx, rx) = match self.link.as_mut() {
             Some(Stream { tx, rx }) => (Some(&*tx), Some(rx)),
             None => (None, None),
