@@ -187,16 +187,18 @@ fn run(path: &Path) -> ExitCode {
     // One recording shard per data-plane thread, plus spare ones for other runtimes.
     let state = GatewayState::new(snapshot, &text, threads * 2 + 2);
     state.history.set_path(path);
-    match orchestra_gateway::backend::Backend::start(&state.live().backend) {
-        Ok(b) => state.set_backend(std::sync::Arc::new(b)),
+    let backend = match orchestra_gateway::backend::Backend::start(&state.live().backend) {
+        Ok(b) => std::sync::Arc::new(b),
         Err(e) => {
             tracing::error!(error = %e, "backend");
             return ExitCode::FAILURE;
         }
-    }
+    };
+    state.set_backend(Arc::clone(&backend));
     let live = state.live();
     if let Some(settings) = live.snapshot.agents.as_ref() {
-        let persist = orchestra_gateway::agent_hub::store::persist();
+        let persist =
+            orchestra_gateway::agent_hub::store::BackendPersist::new(backend.client().clone());
         match AgentService::start(settings, persist, Arc::clone(&state.registry)) {
             Ok(svc) => state.set_agents(svc),
             Err(e) => {

@@ -210,6 +210,8 @@ impl GatewayState {
     /// The agent hub, when `[agents]` was configured at start.
     pub fn agents(&self) -> Option<&Arc<crate::agent_hub::AgentService>> {
         self.agents.get()
+    }
+
     /// Installs the backend (once, at start).
     pub fn set_backend(&self, backend: Arc<crate::backend::Backend>) {
         let _ = self.backend.set(backend);

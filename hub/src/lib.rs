@@ -47,7 +47,7 @@ pub use dispatch::Started;
 pub use error::{HubError, ProtocolError};
 pub use event::{Event, EventKind, Status};
 pub use hub::{Hub, HubConfig, HubMetrics};
-pub use persist::{Durable, MemoryPersist, Persist, PersistError};
+pub use persist::{Durable, Fetch, MemoryPersist, Persist, PersistError};
 pub use session::{AgentSession, Resume};
 pub use subscription::{Subscription, SubscriptionItem};
 pub use task::{StartTask, TaskCommand, TaskInfo};
