@@ -10,22 +10,26 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 
-use super::breaker::{backoff, Breaker, BreakerState};
-use super::spool::{Appended, Pos, Spool};
+mod replay;
+mod sender;
+
+use super::breaker::Breaker;
+use super::spool::{Appended, Spool};
 use super::status::Counters;
 use super::transport::{Outcome, Transport};
 use super::{ClientConfig, ClientError, Persisted};
 use crate::model::{NewEvent, WriteOp};
+use sender::Sender;
 
 /// Records read from the spool per replay step.
-const REPLAY_RECORDS: usize = 1000;
+pub(super) const REPLAY_RECORDS: usize = 1000;
 /// Events per bulk request while replaying (bigger than live batches: nobody waits on them).
-const REPLAY_EVENTS: usize = 2000;
+pub(super) const REPLAY_EVENTS: usize = 2000;
 /// Items taken from the queue before the writer looks at what it has.
 const DRAIN_MAX: usize = 65_536;
 
@@ -72,79 +76,6 @@ enum Next {
     Wait(Instant),
     /// Nothing queued.
     Idle,
-}
-
-/// Retries, breaker and counters: the part of the writer a request needs.
-struct Sender {
-    transport: Transport,
-    breaker: Breaker,
-    counters: Arc<Counters>,
-    attempts: u32,
-    backoff_base: Duration,
-    backoff_max: Duration,
-    rng: rand::rngs::SmallRng,
-}
-
-impl Sender {
-    fn publish(&self) {
-        let state = self.breaker.state(Instant::now());
-        self.counters
-            .breaker
-            .store(state.to_u8(), Ordering::Relaxed);
-    }
-
-    /// Sends with retries; `None` when the backend is unreachable (breaker open, or every
-    /// attempt failed).
-    async fn send<T, F, Fut>(&mut self, mut request: F) -> Option<Outcome<T>>
-    where
-        F: FnMut(Transport) -> Fut,
-        Fut: std::future::Future<Output = Outcome<T>>,
-    {
-        let mut attempt = 0;
-        loop {
-            if !self.breaker.allows(Instant::now()) {
-                self.publish();
-                return None;
-            }
-            match request(self.transport.clone()).await {
-                Outcome::Failed(reason) => {
-                    self.counters
-                        .requests_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    let was_reachable = self.counters.reachable.swap(false, Ordering::Relaxed);
-                    let opened = self.breaker.failure(Instant::now());
-                    self.publish();
-                    attempt += 1;
-                    if opened {
-                        tracing::warn!(backend = self.transport.base(), error = %reason,
-                            retry_in_ms = self.breaker.retry_at().map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64),
-                            "backend unreachable: circuit breaker open, writes go to the spool");
-                        return None;
-                    }
-                    if was_reachable {
-                        tracing::info!(backend = self.transport.base(), error = %reason, "backend request failed; retrying");
-                    }
-                    if attempt >= self.attempts {
-                        return None;
-                    }
-                    let unit: f64 = self.rng.random();
-                    tokio::time::sleep(backoff(attempt, self.backoff_base, self.backoff_max, unit))
-                        .await;
-                }
-                answered => {
-                    let was = self.breaker.state(Instant::now());
-                    self.breaker.success();
-                    self.publish();
-                    if !self.counters.reachable.swap(true, Ordering::Relaxed)
-                        && was != BreakerState::Closed
-                    {
-                        tracing::info!(backend = self.transport.base(), "backend reachable again");
-                    }
-                    return Some(answered);
-                }
-            }
-        }
-    }
 }
 
 struct Writer {
@@ -569,176 +500,9 @@ impl Writer {
             tracing::info!("backend spool replayed: writes go to the backend directly again");
         }
     }
-
-    async fn spooling_step(&mut self) {
-        if !self.pending.is_empty() {
-            // New writes queue behind the spooled ones.
-            self.spool_pending().await;
-            return;
-        }
-        let now = Instant::now();
-        if self.sender.breaker.allows(now) {
-            self.replay().await;
-            return;
-        }
-        self.sender.publish();
-        if self.stopping || self.closed {
-            return;
-        }
-        let until = self.sender.breaker.retry_at();
-        self.wait(until).await;
-    }
-
-    /// Replays the oldest spooled writes; stops at the first request that fails.
-    async fn replay(&mut self) {
-        let spool = Arc::clone(&self.spool);
-        let chunk = tokio::task::spawn_blocking(move || {
-            spool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .peek(REPLAY_RECORDS)
-        })
-        .await;
-        let chunk = match chunk {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot read the backend spool");
-                self.sender.breaker.failure(Instant::now());
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool task failed");
-                return;
-            }
-        };
-        if chunk.is_empty() {
-            // Only corrupt records were left: they are skipped; settle the books.
-            let pos = {
-                let s = self.spool.lock().unwrap_or_else(|e| e.into_inner());
-                s.records()
-            };
-            if pos == 0 {
-                self.publish_spool().await;
-            } else {
-                self.ack(None, 0).await;
-            }
-            return;
-        }
-        let mut done: Option<Pos> = None;
-        let mut done_n = 0u64;
-        let mut i = 0;
-        while i < chunk.len() {
-            // A unit: consecutive appends (up to REPLAY_EVENTS events), or one other write.
-            let mut j = i;
-            let mut events = 0;
-            while j < chunk.len() {
-                match &chunk[j].op {
-                    WriteOp::AppendEvents { events: e, .. } if events < REPLAY_EVENTS => {
-                        events += e.len();
-                        j += 1;
-                    }
-                    _ => break,
-                }
-            }
-            let unit = if j == i { i..i + 1 } else { i..j };
-            let ok = if j == i {
-                let op = &chunk[i].op;
-                match self
-                    .sender
-                    .send(|t| async move { t.send_op(op).await })
-                    .await
-                {
-                    Some(outcome) => {
-                        if let Outcome::Rejected {
-                            status,
-                            code,
-                            message,
-                        } = outcome
-                        {
-                            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(status, code = %code, error = %message, op = op_name(op), "backend refused a replayed write; dropped");
-                        } else {
-                            self.count_committed(op);
-                        }
-                        true
-                    }
-                    None => false,
-                }
-            } else {
-                let groups: Vec<(&str, &[NewEvent])> = chunk[unit.clone()]
-                    .iter()
-                    .filter_map(|r| match &r.op {
-                        WriteOp::AppendEvents { task_id, events } => {
-                            Some((task_id.as_str(), events.as_slice()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                let outcome = self
-                    .sender
-                    .send(|t| {
-                        let groups = &groups;
-                        async move { t.send_events(groups).await }
-                    })
-                    .await;
-                match outcome {
-                    Some(Outcome::Stored(r)) => {
-                        for u in &r.unknown_tasks {
-                            tracing::warn!(task = %u, "replayed events of an unknown task; dropped");
-                        }
-                        for rec in &chunk[unit.clone()] {
-                            self.count_committed(&rec.op);
-                        }
-                        true
-                    }
-                    Some(Outcome::Rejected {
-                        status,
-                        code,
-                        message,
-                    }) => {
-                        self.counters
-                            .rejected
-                            .fetch_add(unit.len() as u64, Ordering::Relaxed);
-                        tracing::warn!(status, code = %code, error = %message, writes = unit.len(), "backend refused replayed events; dropped");
-                        true
-                    }
-                    Some(Outcome::Failed(_)) | None => false,
-                }
-            };
-            if !ok {
-                break;
-            }
-            self.counters.batches.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .replayed
-                .fetch_add(unit.len() as u64, Ordering::Relaxed);
-            done = Some(chunk[unit.end - 1].next);
-            done_n += unit.len() as u64;
-            i = unit.end;
-        }
-        if let Some(pos) = done {
-            self.ack(Some(pos), done_n).await;
-        }
-    }
-
-    async fn ack(&mut self, pos: Option<Pos>, n: u64) {
-        let spool = Arc::clone(&self.spool);
-        let r = tokio::task::spawn_blocking(move || {
-            let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
-            match pos {
-                Some(p) => s.ack(p, n),
-                None => Ok(()),
-            }
-        })
-        .await;
-        if let Ok(Err(e)) = r {
-            tracing::warn!(error = %e, "cannot record the spool replay position (replay may repeat; writes are idempotent)");
-        }
-        self.publish_spool().await;
-    }
 }
 
-fn op_name(op: &WriteOp) -> &'static str {
+pub(super) fn op_name(op: &WriteOp) -> &'static str {
     match op {
         WriteOp::UpsertAgent { .. } => "upsert_agent",
         WriteOp::CreateSession(_) => "create_session",
