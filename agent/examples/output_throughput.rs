@@ -13,7 +13,8 @@
 //!
 //! Printed per scenario: items/s from assignment to result (live) or of the drain (offline),
 //! the agent's CPU time (utime + stime from `/proc`) and its peak RSS (`VmHWM`). The agent
-//! binary is `$ORCHESTRA_AGENT_BIN` (default `target/release/orchestra-agent`).
+//! binary is `$ORCHESTRA_AGENT_BIN` (default `target/release/orchestra-agent`). Results:
+//! `bench/RESULTS.md`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -49,7 +50,9 @@ async fn drain(t: &mut PeerStream, ack_every: u64) -> (u64, u64) {
     let mut items = 0;
     let mut last = 0;
     loop {
-        let f = t.next().await.expect("task stream open");
+        let Some(f) = t.next().await else {
+            return (items, last);
+        };
         let seq = seq_of(&f).expect("numbered frame");
         if item_of(&f).is_some() {
             items += 1;
@@ -65,7 +68,7 @@ async fn drain(t: &mut PeerStream, ack_every: u64) -> (u64, u64) {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let lines: u64 = std::env::args()
         .nth(1)
@@ -73,7 +76,10 @@ async fn main() {
         .unwrap_or(1_000_000);
     let prompt = format!("seq -f 'line %.0f of the throughput run' 1 {lines}");
     for scenario in ["live", "offline"] {
-        let peer = GatewayPeer::start();
+        // A production-like heartbeat: the peer's 200 ms test default would have the agent
+        // call the gateway silent whenever this single drain loop delays the peer's pongs.
+        let mut peer = GatewayPeer::start();
+        peer.heartbeat_ms = 5_000;
         let agent = AgentBuilder::new(peer.addr)
             .set("stop_grace", "\"1s\"")
             .start(&peer);
@@ -103,6 +109,11 @@ async fn main() {
         };
         let secs = drain_start.elapsed().as_secs_f64();
         let after = proc_stat(agent.pid());
+        if items != lines {
+            for l in agent.logs().iter().rev().take(10).rev() {
+                eprintln!("agent: {l}");
+            }
+        }
         assert_eq!(items, lines, "every line arrives");
         println!(
             "{scenario}: {items} items in {secs:.2} s = {:.0} items/s; agent CPU {:.2} s; agent peak RSS {:.1} MiB",
