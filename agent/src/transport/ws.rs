@@ -287,26 +287,32 @@ async fn route(
 }
 
 /// Encodes `Envelope { task_id, frame: body, fin }` with its length prefix, from a frame that
-/// is already encoded (the held output is kept encoded).
+/// is already encoded (the held output is kept encoded), in one allocation.
 pub fn encode_envelope(task_id: &str, body: Option<&[u8]>, fin: bool) -> Vec<u8> {
-    let mut inner = Vec::with_capacity(task_id.len() + body.map_or(0, <[u8]>::len) + 16);
+    use prost::encoding::{encoded_len_varint, key_len};
+    let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
+    let inner_len = if task_id.is_empty() {
+        0
+    } else {
+        field(1, task_id.len())
+    } + body.map_or(0, |b| field(2, b.len()))
+        + if fin { key_len(3) + 1 } else { 0 };
+    let mut out = Vec::with_capacity(encoded_len_varint(inner_len as u64) + inner_len);
+    encode_varint(inner_len as u64, &mut out);
     if !task_id.is_empty() {
-        encode_key(1, WireType::LengthDelimited, &mut inner);
-        encode_varint(task_id.len() as u64, &mut inner);
-        inner.extend_from_slice(task_id.as_bytes());
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(task_id.len() as u64, &mut out);
+        out.extend_from_slice(task_id.as_bytes());
     }
     if let Some(body) = body {
-        encode_key(2, WireType::LengthDelimited, &mut inner);
-        encode_varint(body.len() as u64, &mut inner);
-        inner.extend_from_slice(body);
+        encode_key(2, WireType::LengthDelimited, &mut out);
+        encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
     }
     if fin {
-        encode_key(3, WireType::Varint, &mut inner);
-        encode_varint(1, &mut inner);
+        encode_key(3, WireType::Varint, &mut out);
+        encode_varint(1, &mut out);
     }
-    let mut out = Vec::with_capacity(inner.len() + 5);
-    encode_varint(inner.len() as u64, &mut out);
-    out.extend_from_slice(&inner);
     out
 }
 
@@ -337,5 +343,26 @@ mod tests {
         let env: Envelope = decode_frame(&encode_envelope("x", None, true), MAX_FRAME).unwrap();
         assert_eq!(env.frame, None);
         assert!(env.fin);
+        // Byte for byte what prost encodes for the same message, with a large frame.
+        let big = Frame {
+            msg: Some(frame::Msg::Event(orchestra_proto::v1::TaskEvent {
+                seq: 9,
+                body: Some(orchestra_proto::v1::task_event::Body::Output(
+                    orchestra_proto::v1::OutputItem {
+                        kind: 1,
+                        text: "x".repeat(300_000),
+                        json: String::new(),
+                    },
+                )),
+            })),
+        };
+        let ours = encode_envelope("task-9", Some(&big.encode_to_vec()), true);
+        let theirs = orchestra_proto::encode_frame(&Envelope {
+            task_id: "task-9".into(),
+            frame: Some(big),
+            fin: true,
+        });
+        assert_eq!(ours, theirs);
+        assert_eq!(ours.capacity(), ours.len(), "one exact allocation");
     }
 }

@@ -15,8 +15,16 @@ use tempfile::TempDir;
 use super::peer::{GatewayPeer, AGENT_ID, API_KEY, SECRET};
 use super::poll_until;
 
-/// The agent binary.
-pub const BIN: &str = env!("CARGO_BIN_EXE_orchestra-agent");
+/// The agent binary: the one cargo built for these tests, or (for the measurement example,
+/// which cargo gives no binary path) `$ORCHESTRA_AGENT_BIN`, default
+/// `target/release/orchestra-agent`.
+pub fn bin() -> String {
+    match option_env!("CARGO_BIN_EXE_orchestra-agent") {
+        Some(b) => b.to_string(),
+        None => std::env::var("ORCHESTRA_AGENT_BIN")
+            .unwrap_or_else(|_| "target/release/orchestra-agent".to_string()),
+    }
+}
 
 /// The environment variable the tests pass the secret in.
 pub const SECRET_ENV: &str = "ORCHESTRA_TEST_AGENT_SECRET";
@@ -156,7 +164,7 @@ impl AgentProcess {
         let config = dir.path().join("agent.toml");
         std::fs::write(&config, b.render(dir.path())).unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .arg("run")
             .arg("-c")
             .arg(&config)
@@ -264,7 +272,7 @@ impl Drop for AgentProcess {
 
 /// Runs the agent binary to completion with `args` (for `check`, `--help`, bad configs).
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_remove(SECRET_ENV)
         .env("RUST_LOG", "info");
