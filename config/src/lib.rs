@@ -28,9 +28,9 @@ mod upstream_policy;
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use route::{HostMatch, PathMatch, Route, RouteRequest, RouteTable, RouteTarget, Service};
 pub use snapshot::{
-    AdminSettings, AgentSettings, BackendSettings, DispatchPolicy, HashKey, Listeners, PluginDef,
-    RealtimeSettings, ServerSettings, Snapshot, Timeouts, TlsFiles, Upstream, UpstreamPolicy,
-    UpstreamProtocol, UpstreamTls,
+    AdminSettings, AgentSettings, BackendSettings, DispatchPolicy, DownstreamLimits, HashKey,
+    Listeners, PluginDef, RealtimeSettings, ServerSettings, Snapshot, Timeouts, TlsFiles, Upstream,
+    UpstreamPolicy, UpstreamProtocol, UpstreamTls,
 };
 
 use std::path::Path;

@@ -26,7 +26,7 @@ use crate::HeaderOps;
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The proxies whose `X-Forwarded-For` entries are believed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
 }
@@ -40,6 +40,11 @@ impl TrustedProxies {
     /// True when no proxy is trusted (the peer address is always the client).
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()
+    }
+
+    /// Number of trusted networks.
+    pub fn len(&self) -> usize {
+        self.nets.len()
     }
 
     /// True when `ip` is inside a trusted network.
