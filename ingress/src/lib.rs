@@ -10,8 +10,11 @@
 //! | [`head`] | the head as routing sees it: method, host, normalized path, query, upgrade kind |
 //! | [`forwarded`] | `X-Forwarded-For` / `-Proto` / `-Host` toward the upstream, trusted only from `trusted_proxies` |
 //! | [`upgrade`] | only `Upgrade: websocket` may open a tunnel; other upgrade tokens are removed |
+//! | `harness` | the invariants above as panicking checks, for the fuzz targets (`fuzz/`) and property tests |
 
 pub mod forwarded;
+#[doc(hidden)]
+pub mod harness;
 pub mod head;
 pub mod normalize;
 pub mod upgrade;
