@@ -7,8 +7,9 @@
 //! Applies are serialized by one lock (never taken by requests). Each applied config gets the next
 //! version number and its sha256; the last [`HISTORY_LEN`] are kept for rollback.
 //!
-//! Settings bound at process start (listener addresses, TLS files, worker threads, data dir) are
-//! compared too: a change is applied to everything else and reported as `restart_needed`, never
+//! Settings bound at process start (listener addresses, TLS files, worker threads, data dir,
+//! `server.header_read_timeout`, `keepalive_timeout` for HTTP/2 and HTTP/3, `max_connections`)
+//! are compared too: a change is applied to everything else and reported as `restart_needed`, never
 //! silently ignored.
 
 use std::collections::VecDeque;
@@ -63,6 +64,10 @@ struct Bound {
     tls: Option<orchestra_config::TlsFiles>,
     threads: usize,
     data_dir: PathBuf,
+    /// Bound into pingora's listeners and the QUIC endpoint at start.
+    header_read_timeout: Duration,
+    keepalive_timeout: Duration,
+    max_connections: usize,
 }
 
 impl Bound {
@@ -72,6 +77,9 @@ impl Bound {
             tls: s.tls.clone(),
             threads: s.server.threads,
             data_dir: s.server.data_dir.clone(),
+            header_read_timeout: s.server.limits.header_read_timeout,
+            keepalive_timeout: s.server.limits.keepalive_timeout,
+            max_connections: s.server.limits.max_connections,
         }
     }
 }
@@ -203,6 +211,19 @@ fn restart_needed(bound: &Bound, new: &Snapshot) -> Vec<String> {
         ("tls", bound.tls != new.tls),
         ("server.threads", bound.threads != new.threads),
         ("server.data_dir", bound.data_dir != new.data_dir),
+        (
+            "server.header_read_timeout",
+            bound.header_read_timeout != new.header_read_timeout,
+        ),
+        (
+            // HTTP/1.1 keep-alive follows at once; HTTP/2 and QUIC idle timeouts need a restart.
+            "server.keepalive_timeout",
+            bound.keepalive_timeout != new.keepalive_timeout,
+        ),
+        (
+            "server.max_connections",
+            bound.max_connections != new.max_connections,
+        ),
     ] {
         if changed {
             out.push(name.to_string());
