@@ -169,4 +169,29 @@ mod tests {
         set_forwarded(&mut h, peer, &trusted(&["10.0.0.0/8"]), Scheme::Http, None);
         assert_eq!(get(&h, &X_FORWARDED_FOR).as_deref(), Some("10.0.0.1"));
     }
+
+    /// Fuzz finding (http1_head, bench/RESULTS.md): a trusted proxy's chain may hold obs-text
+    /// bytes; it is forwarded byte for byte with the peer appended, never dropped or mangled.
+    #[test]
+    fn trusted_chain_with_obs_text_is_kept_as_bytes() {
+        let mut h = HeaderMap::new();
+        let raw = b"6\xd2\xc9.6";
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(raw).expect("obs-text is allowed"),
+        );
+        let peer = "2001:db8::3".parse().ok();
+        set_forwarded(
+            &mut h,
+            peer,
+            &trusted(&["2001:db8::/32"]),
+            Scheme::Http,
+            None,
+        );
+        let v = h.get(X_FORWARDED_FOR).expect("xff").as_bytes();
+        assert_eq!(v, b"6\xd2\xc9.6, 2001:db8::3");
+        let head = b"GET / HTTP/1.1\r\nX-Forwarded-For: 6\xd2\xc9.6\r\n\r\n";
+        let peer = "2001:db8::3".parse().expect("ip");
+        assert!(crate::harness::check_head(head, peer, true).is_some());
+    }
 }
