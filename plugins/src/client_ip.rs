@@ -1,4 +1,7 @@
-//! Client IP resolution behind trusted proxies, shared by `rate_limit` and `ip_filter`.
+//! Client IP resolution behind trusted proxies: the one rule the gateway uses for its
+//! `[server] trusted_proxies` (the client address plugins receive in
+//! [`RequestView::client_ip`](crate::RequestView), and the `X-Forwarded-*` trust), and that
+//! `rate_limit` and `ip_filter` apply again with their own `trusted_proxies` when one is set.
 //!
 //! Parameter: `trusted_proxies = ["10.0.0.0/8", "::1"]` (CIDRs; a bare address is a /32 or /128).
 //!
