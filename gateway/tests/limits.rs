@@ -275,3 +275,76 @@ async fn max_connections_holds_new_connections_until_one_closes() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert_eq!(echo.count(), 3);
 }
+
+/// A request body that stops arriving is cut at `body_read_timeout`: on HTTP/1.1 the connection
+/// is closed, on HTTP/2 (h2c) the stream ends in an error, while the client still holds its
+/// side open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_request_bodies_are_cut_at_body_read_timeout() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let echo = EchoServer::start("e").await.expect("echo");
+    let gw = start(&echo, &["body_read_timeout = \"1s\""]).await;
+
+    // HTTP/1.1: 10 of 100 announced bytes, then nothing.
+    let mut conn = TcpStream::connect(gw.http_addr()).await.expect("connect");
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 16 * 1024];
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "h1: the stalled body was not cut");
+
+    // HTTP/2 (h2c): one chunk, then the body stays open.
+    let stream = TcpStream::connect(gw.http_addr()).await.expect("connect");
+    let (mut sender, h2) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    let driver = tokio::spawn(h2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    let body = StreamBody::new(tokio_stream_from(rx));
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/echo", gw.http_addr()))
+        .body(body)
+        .expect("request");
+    tx.send(Ok(Frame::data(Bytes::from_static(b"first chunk"))))
+        .await
+        .expect("send chunk");
+    let outcome = tokio::time::timeout(WAIT, async {
+        match sender.send_request(req).await {
+            Err(e) => Err(e.to_string()),
+            Ok(resp) => match resp.into_body().collect().await {
+                Ok(b) => Ok(b.to_bytes()),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    })
+    .await
+    .expect("h2: the stalled body was not cut");
+    assert!(outcome.is_err(), "h2: the exchange completed: {outcome:?}");
+    drop(tx);
+    driver.abort();
+}
+
+/// A `Stream` over an mpsc receiver (no tokio-stream dependency).
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + Unpin + 'static
+where
+    T: Send + 'static,
+{
+    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
