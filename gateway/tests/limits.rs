@@ -291,9 +291,11 @@ async fn stalled_request_bodies_are_cut_at_body_read_timeout() {
 
     // HTTP/1.1: 10 of 100 announced bytes, then nothing.
     let mut conn = TcpStream::connect(gw.http_addr()).await.expect("connect");
-    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789")
-        .await
-        .expect("write");
+    conn.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .expect("write");
     let mut buf = vec![0u8; 16 * 1024];
     let closed = tokio::time::timeout(WAIT, async {
         loop {
@@ -347,4 +349,47 @@ where
     T: Send + 'static,
 {
     Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// A reload applies the per-request limits at once (`max_request_body` here) and reports the
+/// ones bound into the listeners as `restart_needed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_request_limits_and_reports_listener_limits() {
+    let echo = EchoServer::start("e").await.expect("echo");
+    let body = format!(
+        "{}{}",
+        upstream("echo", &[echo.addr()], ""),
+        route("all", "path_prefix = \"/\"", "echo", "")
+    );
+    let gw = gateway()
+        .admin(true)
+        .config(body.clone())
+        .start()
+        .await
+        .expect("gateway");
+    wait_ready(&gw).await;
+    let client = http_client();
+    let post = || {
+        client
+            .post(gw.http_url("/echo"))
+            .body(vec![b'a'; 4096])
+            .send()
+    };
+    assert_eq!(post().await.expect("post").status(), 200);
+
+    let text = gw.config_text(&body).replace(
+        "[server]\n",
+        "[server]\nmax_request_body = \"1KiB\"\nheader_read_timeout = \"3s\"\nmax_connections = 10\nwrite_timeout = \"5s\"\n",
+    );
+    let admin = common::admin::Admin::new(&gw);
+    let a = admin.put_config(&text).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.json["restart_needed"],
+        serde_json::json!(["server.header_read_timeout", "server.max_connections"]),
+        "{}",
+        a.text
+    );
+    let resp = post().await.expect("post");
+    assert_eq!(resp.status(), 413, "max_request_body applies at once");
 }
