@@ -208,7 +208,12 @@ impl Pipeline {
         ctx.path_changed = head.path_changed();
         let trusted = &ctx.snapshot.server.trusted_proxies;
         ctx.client = trusted.resolve(peer, headers);
-        ctx.host = head.host.and_then(|h| HeaderValue::from_str(h).ok());
+        // From a `Host` header the value is shared, not copied (HTTP/2 and HTTP/3 carry the
+        // authority in the URI instead).
+        ctx.host = match (uri.authority(), headers.get(http::header::HOST)) {
+            (None, Some(v)) => Some(v.clone()),
+            _ => head.host.and_then(|h| HeaderValue::from_str(h).ok()),
+        };
         let limit = ctx.snapshot.server.limits.max_request_body;
         let declared = headers
             .get(http::header::CONTENT_LENGTH)

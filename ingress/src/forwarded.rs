@@ -14,6 +14,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use orchestra_plugins::client_ip::canonical;
 use orchestra_plugins::{HeaderOps, TrustedProxies};
@@ -73,13 +74,14 @@ pub fn set_forwarded(
     } else {
         None
     };
-    let xff = match (chain, &peer_text) {
+    // The buffers become the header values without another copy.
+    let xff = match (chain, peer_text) {
         (Some(mut chain), Some(p)) => {
             chain.extend_from_slice(b", ");
             chain.extend_from_slice(p.as_bytes());
-            HeaderValue::from_bytes(&chain).ok()
+            HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
         }
-        (None, Some(p)) => HeaderValue::from_str(p).ok(),
+        (None, Some(p)) => HeaderValue::from_maybe_shared(Bytes::from(p)).ok(),
         (_, None) => None,
     };
     headers.remove(&X_FORWARDED_FOR);

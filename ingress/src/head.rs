@@ -114,12 +114,65 @@ fn host_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<Option<&'a str>, 
     if text.is_empty() {
         return Ok(None);
     }
-    let valid = text.parse::<http::uri::Authority>().is_ok() && !text.contains('@');
-    if valid {
+    if valid_host(text.as_bytes()) {
         Ok(Some(text))
     } else {
         Err(HeadError::BadHost)
     }
+}
+
+/// `host[:port]` as RFC 3986 allows it in `Host`: a reg-name (unreserved, sub-delims, `%`) or a
+/// bracketed IPv6 literal, and an optional numeric port. Checked in place (no allocation, unlike
+/// parsing an `http::uri::Authority`); no user-info, path, or white space.
+fn valid_host(b: &[u8]) -> bool {
+    let (host, port) = if b.first() == Some(&b'[') {
+        let Some(end) = b.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        let literal = &b[1..end];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.'));
+        if !ok {
+            return false;
+        }
+        match &b[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b[..0], port),
+            _ => return false,
+        }
+    } else {
+        match b.iter().rposition(|&c| c == b':') {
+            Some(i) => (&b[..i], &b[i + 1..]),
+            None => (b, &b[..0]),
+        }
+    };
+    let reg_name = |c: &u8| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            )
+    };
+    let host_ok = b.first() == Some(&b'[') || (!host.is_empty() && host.iter().all(reg_name));
+    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    let had_colon = b.first() != Some(&b'[') && host.len() < b.len();
+    host_ok && port_ok && !(had_colon && port.is_empty())
 }
 
 #[cfg(test)]
@@ -155,10 +208,34 @@ mod tests {
         h.append("host", HeaderValue::from_static("a.example"));
         h.append("host", HeaderValue::from_static("b.example"));
         assert_eq!(parse(&uri, &h).err(), Some(HeadError::DuplicateHost));
-        for bad in ["a b", "a/b", "u@a.example", "a.example:x:y", "[::1"] {
+        for bad in [
+            "a b",
+            "a/b",
+            "u@a.example",
+            "a.example:x:y",
+            "[::1",
+            "[::1]x",
+            "[]",
+            ":80",
+            "a.example:",
+            "a.example:123456",
+            "a\\b",
+        ] {
             let mut h = HeaderMap::new();
             h.insert("host", HeaderValue::from_static(bad));
             assert_eq!(parse(&uri, &h).err(), Some(HeadError::BadHost), "{bad}");
+        }
+        for good in [
+            "a.example",
+            "a.example:8080",
+            "[::1]",
+            "[::1]:8443",
+            "127.0.0.1:80",
+            "x_y-z~",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_static(good));
+            assert_eq!(parse(&uri, &h).expect(good).host, Some(good));
         }
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static(""));
