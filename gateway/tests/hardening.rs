@@ -378,3 +378,68 @@ async fn forwarded_proto_over_tls_and_body_limit_over_h2c() {
     assert_eq!(resp.status.as_u16(), 200);
     assert_eq!(resp.body.len(), 512);
 }
+
+/// HTTP/3 takes the same `[server]` limits and forwarded headers: a body over
+/// `max_request_body` is 413, `X-Forwarded-Proto` is `https`, a client's `X-Forwarded-For` is
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_body_limit_and_forwarded_headers() {
+    let echo = EchoServer::start("e").await.expect("echo");
+    let gw = gateway()
+        .h3(true)
+        .server("max_request_body = \"1KiB\"")
+        .config(format!(
+            "{}{}",
+            upstream("echo", &[echo.addr()], ""),
+            route("all", "path_prefix = \"/\"", "echo", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    let pem = gw.self_signed_cert_pem().expect("cert");
+    let addr = gw.https_addr().expect("h3");
+    let mut client = None;
+    for _ in 0..40 {
+        if let Ok(c) = H3Client::connect(addr, &pem).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = client.expect("h3 connects");
+    let resp = client
+        .request(
+            http::Method::GET,
+            "/x",
+            &[("x-forwarded-for", "6.6.6.6")],
+            Bytes::new(),
+        )
+        .await
+        .expect("get");
+    let seen = resp.json().expect("json");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{seen}");
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1", "{seen}");
+    let resp = client
+        .request(
+            http::Method::POST,
+            "/echo",
+            &[],
+            Bytes::from(vec![b'a'; 64 * 1024]),
+        )
+        .await
+        .expect("post");
+    assert_eq!(resp.status.as_u16(), 413, "{resp:?}");
+    assert_eq!(resp.json().expect("json")["error"]["code"], "PARAM_001");
+    let resp = client
+        .request(
+            http::Method::POST,
+            "/echo",
+            &[],
+            Bytes::from(vec![b'a'; 512]),
+        )
+        .await
+        .expect("post");
+    assert_eq!(resp.status.as_u16(), 200);
+    assert_eq!(resp.body.len(), 512);
+    client.close().await;
+}
