@@ -443,3 +443,29 @@ async fn http3_body_limit_and_forwarded_headers() {
     assert_eq!(resp.body.len(), 512);
     client.close().await;
 }
+
+/// Gateway service routes (`serve = "..."`) are matched on the normalized path too: a spelling
+/// of `/ws` reaches the realtime route (503 until that service runs), not the catch-all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_routes_match_the_normalized_path() {
+    let echo = EchoServer::start("e").await.expect("echo");
+    let gw = gateway()
+        .config(format!(
+            "{}[[routes]]\nname = \"rt\"\nmatch = {{ path = \"/ws\" }}\nserve = \"realtime\"\n\n{}",
+            upstream("echo", &[echo.addr()], ""),
+            route("all", "path_prefix = \"/\"", "echo", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    for path in ["/ws", "/%77s", "/./ws", "//ws", "/x/../ws", "/%2e/%77%73"] {
+        let r = raw_get(gw.http_addr(), path, "").await;
+        assert_eq!(r.status, Some(503), "{path}: {r:?}");
+        assert_eq!(
+            r.json().expect("json")["error"]["code"],
+            "SYS_001",
+            "{path}"
+        );
+    }
+    assert_eq!(echo.count(), 0, "a spelling of /ws reached the catch-all");
+}
