@@ -265,14 +265,62 @@ fn server(c: &mut Compiler<'_>, raw: &RawServer) -> ServerSettings {
             2
         }
     };
+    let d = DownstreamLimits::default();
+    let max_connections = match raw.max_connections {
+        None => d.max_connections,
+        Some(n) if (1..=10_000_000).contains(&n) => n as usize,
+        Some(n) => {
+            c.invalid(
+                "server.max_connections",
+                &n.to_string(),
+                "must be between 1 and 10000000",
+            );
+            d.max_connections
+        }
+    };
+    let limits = DownstreamLimits {
+        header_read_timeout: c.positive_duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout.as_deref(),
+            d.header_read_timeout,
+        ),
+        keepalive_timeout: c.positive_duration(
+            "server.keepalive_timeout",
+            raw.keepalive_timeout.as_deref(),
+            d.keepalive_timeout,
+        ),
+        body_read_timeout: c.positive_duration(
+            "server.body_read_timeout",
+            raw.body_read_timeout.as_deref(),
+            d.body_read_timeout,
+        ),
+        write_timeout: c.positive_duration(
+            "server.write_timeout",
+            raw.write_timeout.as_deref(),
+            d.write_timeout,
+        ),
+        max_connections,
+        max_request_body: c
+            .size("server.max_request_body", raw.max_request_body.as_ref())
+            .unwrap_or(d.max_request_body),
+    };
+    let mut nets = Vec::new();
+    for (i, s) in raw.trusted_proxies.iter().flatten().enumerate() {
+        match orchestra_plugins::parse_net(s) {
+            Ok(n) => nets.push(n),
+            Err(reason) => c.invalid(format!("server.trusted_proxies[{i}]"), s, reason),
+        }
+    }
     ServerSettings {
         threads,
-        grace_period: c.duration(
+        grace_period: c.positive_duration(
             "server.grace_period",
             raw.grace_period.as_deref(),
             Duration::from_secs(30),
         ),
         data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or("data")),
+        limits,
+        trusted_proxies: orchestra_plugins::TrustedProxies::new(nets),
     }
 }
 
@@ -433,14 +481,14 @@ fn upstream(
     let d = Timeouts::default();
     let tp = join(path, "timeouts");
     let timeouts = Timeouts {
-        connect: c.duration(
+        connect: c.positive_duration(
             &join(&tp, "connect"),
             u.timeouts.connect.as_deref(),
             d.connect,
         ),
-        read: c.duration(&join(&tp, "read"), u.timeouts.read.as_deref(), d.read),
-        write: c.duration(&join(&tp, "write"), u.timeouts.write.as_deref(), d.write),
-        idle: c.duration(&join(&tp, "idle"), u.timeouts.idle.as_deref(), d.idle),
+        read: c.positive_duration(&join(&tp, "read"), u.timeouts.read.as_deref(), d.read),
+        write: c.positive_duration(&join(&tp, "write"), u.timeouts.write.as_deref(), d.write),
+        idle: c.positive_duration(&join(&tp, "idle"), u.timeouts.idle.as_deref(), d.idle),
     };
     if u.targets.is_empty() {
         c.invalid(join(path, "targets"), "[]", "must not be empty");
@@ -543,6 +591,13 @@ fn routes(
                 join(&path, "strip_prefix"),
                 "true",
                 "needs match.path_prefix",
+            );
+        }
+        if r.matcher.methods.as_ref().is_some_and(Vec::is_empty) {
+            c.invalid(
+                format!("{mp}.methods"),
+                "[]",
+                "list at least one method (omit the key to match any method)",
             );
         }
         let methods = r.matcher.methods.as_ref().map(|ms| {

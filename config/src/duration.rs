@@ -7,6 +7,9 @@ use std::time::Duration;
 /// A bare number is rejected: a unit is required so that `30` is never misread.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    if s.starts_with('-') {
+        return Err("must not be negative".to_string());
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| "missing unit: write e.g. 250ms, 10s, 5m or 1h".to_string())?;
@@ -50,5 +53,9 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("1e9h").is_err());
+        assert_eq!(
+            parse_duration("-1s"),
+            Err("must not be negative".to_string())
+        );
     }
 }

@@ -10,12 +10,16 @@
 //! - every problem found on the way is a [`ConfigError`] naming the file, the key path
 //!   (`routes[2].upstream`) and what is wrong; [`load`] returns all of them at once.
 //!
+//! `harness` holds the invariants the fuzz targets (`fuzz/`) and property tests check.
+//!
 //! The gateway keeps the snapshot behind an `ArcSwap`; nothing in it is mutated after compile
 //! except the atomics inside balancers.
 
 mod compile;
 pub mod duration;
 mod error;
+#[doc(hidden)]
+pub mod harness;
 mod parse;
 mod plugin_specs;
 pub mod route;
@@ -28,9 +32,9 @@ mod upstream_policy;
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use route::{HostMatch, PathMatch, Route, RouteRequest, RouteTable, RouteTarget, Service};
 pub use snapshot::{
-    AdminSettings, AgentSettings, BackendSettings, DispatchPolicy, HashKey, Listeners, PluginDef,
-    RealtimeSettings, ServerSettings, Snapshot, Timeouts, TlsFiles, Upstream, UpstreamPolicy,
-    UpstreamProtocol, UpstreamTls,
+    AdminSettings, AgentSettings, BackendSettings, DispatchPolicy, DownstreamLimits, HashKey,
+    Listeners, PluginDef, RealtimeSettings, ServerSettings, Snapshot, Timeouts, TlsFiles, Upstream,
+    UpstreamPolicy, UpstreamProtocol, UpstreamTls,
 };
 
 use std::path::Path;

@@ -60,6 +60,20 @@ pub struct RawServer {
     pub grace_period: Option<String>,
     /// Directory for generated files (self-signed certificate); default `data`.
     pub data_dir: Option<String>,
+    /// Bound on reading a whole request head (default `10s`).
+    pub header_read_timeout: Option<String>,
+    /// Idle time allowed between requests on one connection (default `60s`).
+    pub keepalive_timeout: Option<String>,
+    /// Bound on each wait for request body bytes (default `30s`).
+    pub body_read_timeout: Option<String>,
+    /// Bound on each wait for the client to take response bytes (default `30s`).
+    pub write_timeout: Option<String>,
+    /// Connections held open per listener; beyond it new ones wait (default 100000).
+    pub max_connections: Option<i64>,
+    /// Largest request body accepted (default `128MiB`).
+    pub max_request_body: Option<toml::Value>,
+    /// Peers whose `X-Forwarded-*` headers are believed (CIDRs or addresses).
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[admin]`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use orchestra_lb::{
     Balancer, CircuitBreaker, HealthCheckConfig, Params, RetryBudget, RetryPolicy, Strategy,
 };
-use orchestra_plugins::Plugin;
+use orchestra_plugins::{Plugin, TrustedProxies};
 
 use crate::RouteTable;
 
@@ -158,6 +158,50 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// Directory for generated files.
     pub data_dir: PathBuf,
+    /// What one client connection may hold, on every front.
+    pub limits: DownstreamLimits,
+    /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are kept (and whose forwarded
+    /// client address the plugins use); everyone else's are replaced.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Downstream (client-side) limits of `[server]`, the same on HTTP/1.1, HTTP/2 and HTTP/3.
+///
+/// | key | HTTP/1.1 | HTTP/2 | HTTP/3 | on reload |
+/// |---|---|---|---|---|
+/// | `header_read_timeout` | whole head (first request: from accept, also bounds TLS) | preface and SETTINGS | request HEADERS frame | restart |
+/// | `keepalive_timeout` | wait for the next request | idle connection | QUIC idle timeout | HTTP/1.1 at once, others restart |
+/// | `body_read_timeout` | each body read | each body read | each body read | at once |
+/// | `write_timeout` | each response write | each response write | each response write | at once |
+/// | `max_connections` | per listener, accept waits | per listener | per endpoint, accept waits | restart |
+/// | `max_request_body` | 413 | 413 | 413 | at once |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownstreamLimits {
+    /// Bound on reading a whole request head.
+    pub header_read_timeout: Duration,
+    /// Idle time allowed between requests on one connection.
+    pub keepalive_timeout: Duration,
+    /// Bound on each wait for request body bytes.
+    pub body_read_timeout: Duration,
+    /// Bound on each wait for the client to take response bytes.
+    pub write_timeout: Duration,
+    /// Connections held open per listener.
+    pub max_connections: usize,
+    /// Largest request body in bytes.
+    pub max_request_body: u64,
+}
+
+impl Default for DownstreamLimits {
+    fn default() -> Self {
+        DownstreamLimits {
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 100_000,
+            max_request_body: 128 * 1024 * 1024,
+        }
+    }
 }
 
 /// Certificate and key files for the TLS listener.

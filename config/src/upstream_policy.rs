@@ -56,7 +56,8 @@ pub(crate) fn policy(c: &mut Compiler<'_>, path: &str, u: &RawUpstream) -> Upstr
     };
     let mut params = Params::default();
     if let Some(d) = &u.ewma_decay {
-        let decay = c.duration(&join(path, "ewma_decay"), Some(d), Duration::from_secs(10));
+        let decay =
+            c.positive_duration(&join(path, "ewma_decay"), Some(d), Duration::from_secs(10));
         params.peak_ewma = EwmaConfig {
             decay,
             ..params.peak_ewma
@@ -121,12 +122,12 @@ fn health(c: &mut Compiler<'_>, path: &str, h: &RawHealthCheck) -> Option<Health
     };
     let cfg = HealthCheckConfig {
         kind,
-        interval: c.duration(
+        interval: c.positive_duration(
             &join(path, "interval"),
             h.interval.as_deref(),
             Duration::from_secs(2),
         ),
-        timeout: c.duration(
+        timeout: c.positive_duration(
             &join(path, "timeout"),
             h.timeout.as_deref(),
             Duration::from_millis(500),
@@ -166,12 +167,12 @@ fn retries(c: &mut Compiler<'_>, path: &str, r: &RawRetries) -> (Option<RetryPol
     }
     let d = Backoff::default();
     let backoff = Backoff {
-        base: c.duration(
+        base: c.positive_duration(
             &join(path, "backoff_base"),
             r.backoff_base.as_deref(),
             d.base,
         ),
-        max: c.duration(&join(path, "backoff_max"), r.backoff_max.as_deref(), d.max),
+        max: c.positive_duration(&join(path, "backoff_max"), r.backoff_max.as_deref(), d.max),
     };
     let policy = RetryPolicy {
         attempts: count(c, &join(path, "attempts"), r.attempts, 2, 0).min(10),
@@ -204,7 +205,7 @@ fn breaker(
             d.consecutive_failures,
             1,
         ),
-        open_for: c.duration(&join(path, "eject_for"), b.eject_for.as_deref(), d.open_for),
+        open_for: c.positive_duration(&join(path, "eject_for"), b.eject_for.as_deref(), d.open_for),
     };
     CircuitBreaker::new(cfg, Arc::clone(&params.clock))
 }

@@ -320,3 +320,148 @@ circuit_breaker = { max_in_flight = 10, consecutive_failures = 3, eject_for = "5
         "peak_ewma is the default"
     );
 }
+
+/// Zero or negative timeouts, and other values that cannot work, are refused with their key path
+/// (SPEC "Hardening defaults").
+#[test]
+fn zero_negative_and_unworkable_values_are_refused() {
+    let base = "[[upstreams]]\nname = \"u\"\ntargets = [{ addr = \"127.0.0.1:1\" }]\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[server]\nheader_read_timeout = \"0s\"\n",
+            "server.header_read_timeout",
+        ),
+        (
+            "[server]\nkeepalive_timeout = \"0ms\"\n",
+            "server.keepalive_timeout",
+        ),
+        (
+            "[server]\nbody_read_timeout = \"-1s\"\n",
+            "server.body_read_timeout",
+        ),
+        ("[server]\nwrite_timeout = \"0s\"\n", "server.write_timeout"),
+        ("[server]\ngrace_period = \"0s\"\n", "server.grace_period"),
+        ("[server]\nmax_connections = 0\n", "server.max_connections"),
+        (
+            "[server]\nmax_request_body = 0\n",
+            "server.max_request_body",
+        ),
+        (
+            "[server]\nmax_request_body = \"-5MiB\"\n",
+            "server.max_request_body",
+        ),
+        (
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n",
+            "server.trusted_proxies[1]",
+        ),
+    ];
+    for (server, key) in cases {
+        let errs = paths(&format!("{server}{base}"));
+        assert!(errs.iter().any(|p| p == key), "{server}: {errs:?}");
+    }
+    let upstream = |extra: &str| {
+        format!("[[upstreams]]\nname = \"u\"\ntargets = [{{ addr = \"127.0.0.1:1\" }}]\n{extra}\n")
+    };
+    let cases: &[(&str, &str)] = &[
+        (
+            "timeouts = { connect = \"0s\" }",
+            "upstreams[0].timeouts.connect",
+        ),
+        ("timeouts = { read = \"0s\" }", "upstreams[0].timeouts.read"),
+        (
+            "timeouts = { write = \"-2s\" }",
+            "upstreams[0].timeouts.write",
+        ),
+        (
+            "timeouts = { idle = \"0ms\" }",
+            "upstreams[0].timeouts.idle",
+        ),
+        (
+            "health_check = { interval = \"0s\" }",
+            "upstreams[0].health_check.interval",
+        ),
+        (
+            "health_check = { timeout = \"0s\" }",
+            "upstreams[0].health_check.timeout",
+        ),
+        (
+            "retries = { backoff_base = \"0s\" }",
+            "upstreams[0].retries.backoff_base",
+        ),
+        (
+            "retries = { backoff_max = \"0s\" }",
+            "upstreams[0].retries.backoff_max",
+        ),
+        (
+            "circuit_breaker = { eject_for = \"0s\" }",
+            "upstreams[0].circuit_breaker.eject_for",
+        ),
+        ("ewma_decay = \"0s\"", "upstreams[0].ewma_decay"),
+    ];
+    for (extra, key) in cases {
+        let errs = paths(&upstream(extra));
+        assert!(errs.iter().any(|p| p == key), "{extra}: {errs:?}");
+    }
+    // A weight of 0 on every target: no target could ever be picked.
+    let errs = paths(
+        "[[upstreams]]\nname = \"u\"\ntargets = [{ addr = \"127.0.0.1:1\", weight = 0 }, \
+         { addr = \"127.0.0.1:2\", weight = 0 }]\n",
+    );
+    assert!(
+        errs.iter().any(|p| p == "upstreams[0].targets[0].weight"),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|p| p == "upstreams[0].targets[1].weight"),
+        "{errs:?}"
+    );
+    // An empty method list matches nothing.
+    let errs = paths(&format!(
+        "{base}[[routes]]\nmatch = {{ path_prefix = \"/\", methods = [] }}\nupstream = \"u\"\n"
+    ));
+    assert!(
+        errs.iter().any(|p| p == "routes[0].match.methods"),
+        "{errs:?}"
+    );
+    // A rate of 0.
+    let errs = paths(&format!(
+        "{base}[plugins.rl]\nkind = \"rate_limit\"\nrate = \"0/s\"\n"
+    ));
+    assert!(errs.iter().any(|p| p == "plugins.rl.rate"), "{errs:?}");
+}
+
+#[test]
+fn server_limits_have_the_spec_defaults_and_parse() {
+    let s = from_str(
+        "[[upstreams]]\nname = \"u\"\ntargets = [{ addr = \"127.0.0.1:1\" }]\n",
+        "min.toml",
+    )
+    .expect("minimal config");
+    let l = s.server.limits;
+    assert_eq!(l.header_read_timeout.as_secs(), 10);
+    assert_eq!(l.keepalive_timeout.as_secs(), 60);
+    assert_eq!(l.body_read_timeout.as_secs(), 30);
+    assert_eq!(l.write_timeout.as_secs(), 30);
+    assert_eq!(l.max_connections, 100_000);
+    assert_eq!(l.max_request_body, 128 * 1024 * 1024);
+    assert!(s.server.trusted_proxies.is_empty());
+    let s = from_str(
+        "[server]\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"5s\"\n\
+         body_read_timeout = \"2s\"\nwrite_timeout = \"3s\"\nmax_connections = 7\n\
+         max_request_body = \"1KiB\"\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n\
+         [[upstreams]]\nname = \"u\"\ntargets = [{ addr = \"127.0.0.1:1\" }]\n",
+        "set.toml",
+    )
+    .expect("config with limits");
+    let l = s.server.limits;
+    assert_eq!(l.header_read_timeout.as_secs(), 1);
+    assert_eq!(l.keepalive_timeout.as_secs(), 5);
+    assert_eq!(l.body_read_timeout.as_secs(), 2);
+    assert_eq!(l.write_timeout.as_secs(), 3);
+    assert_eq!(l.max_connections, 7);
+    assert_eq!(l.max_request_body, 1024);
+    assert!(s
+        .server
+        .trusted_proxies
+        .contains("10.1.2.3".parse().expect("ip")));
+}

@@ -16,7 +16,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::error::GatewayError;
-use crate::pipeline::{ErrorResponse, Pipeline, Protocol, RequestCtx, RequestHead};
+use crate::pipeline::{ErrorResponse, Pipeline, Protocol, RequestCtx, Scheme, Upgrade};
 use crate::upstream::http_peer;
 use crate::ws_tunnel;
 
@@ -33,20 +33,25 @@ impl PingoraFront {
     }
 }
 
-/// Borrowed view of the request head in pingora's types.
-fn head_of<'a>(req: &'a RequestHeader, client_ip: Option<IpAddr>) -> RequestHead<'a> {
-    let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
-        req.headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    RequestHead {
-        method: &req.method,
-        host,
-        path: req.uri.path(),
-        query: req.uri.query(),
-        headers: &req.headers,
-        client_ip,
+/// `https` when the connection is TLS.
+fn scheme(session: &Session) -> Scheme {
+    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        Some(_) => Scheme::Https,
+        None => Scheme::Http,
+    }
+}
+
+/// Applies `[server]`'s per-request downstream limits to the session: the body read and response
+/// write timeouts, and (HTTP/1.1) how long the connection may wait for the next request.
+/// `header_read_timeout` and `max_connections` are enforced by the listener (see `listener.rs`).
+fn apply_limits(session: &mut Session, ctx: &RequestCtx) {
+    let limits = &ctx.snapshot.server.limits;
+    session.set_read_timeout(Some(limits.body_read_timeout));
+    session.set_write_timeout(Some(limits.write_timeout));
+    if session.get_keepalive().is_some() {
+        // pingora counts keep-alive in whole seconds, and 0 would mean "no timeout".
+        let secs = limits.keepalive_timeout.as_secs_f64().ceil().max(1.0) as u64;
+        session.set_keepalive(Some(secs));
     }
 }
 
@@ -220,16 +225,27 @@ impl ProxyHttp for PingoraFront {
     /// WebSocket upgrades (tunnelled by [`ws_tunnel`]). `Ok(true)` = answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let ip = client_ip(session);
-        ctx.protocol = if session.is_http2() {
-            Protocol::H2
-        } else if session.is_upgrade_req() {
-            Protocol::Ws
-        } else {
-            Protocol::H1
-        };
+        let scheme = scheme(session);
+        apply_limits(session, ctx);
+        if session.is_http2() {
+            ctx.protocol = Protocol::H2;
+        }
         {
-            let head = head_of(session.req_header(), ip);
-            self.pipeline.identify(ctx, &head);
+            let req = session.req_header();
+            let admitted =
+                self.pipeline
+                    .admit(ctx, &req.method, &req.uri, &req.headers, ip, scheme);
+            let head = match admitted {
+                Ok(head) => head,
+                Err(e) => {
+                    session.set_keepalive(None);
+                    write_error(session, &self.pipeline, ctx, e).await?;
+                    return Ok(true);
+                }
+            };
+            if ctx.protocol != Protocol::H2 && head.upgrade == Upgrade::WebSocket {
+                ctx.protocol = Protocol::Ws;
+            }
             if let Some(local) = self.pipeline.builtin(&head) {
                 let json = [(
                     http::header::CONTENT_TYPE,
@@ -251,11 +267,9 @@ impl ProxyHttp for PingoraFront {
                 return Ok(true);
             }
         }
-        let result = self.pipeline.on_request(
-            ctx,
-            ip,
-            &mut PingoraRequestHeaders(session.req_header_mut()),
-        );
+        let result = self
+            .pipeline
+            .on_request(ctx, &mut PingoraRequestHeaders(session.req_header_mut()));
         if let Err(e) = result {
             write_error(session, &self.pipeline, ctx, e).await?;
             return Ok(true);
@@ -278,7 +292,8 @@ impl ProxyHttp for PingoraFront {
         Ok(false)
     }
 
-    /// Request body chunks go through the route's body-inspecting plugins (e.g. `limits`).
+    /// Request body chunks are counted against `server.max_request_body` and go through the
+    /// route's body-inspecting plugins (e.g. `limits`).
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -287,15 +302,10 @@ impl ProxyHttp for PingoraFront {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(chunk) = body {
-            if self.pipeline.inspects_body(ctx) {
-                if let Err(e) = self.pipeline.on_request_body(ctx, chunk) {
-                    let status = e.status().as_u16();
-                    ctx.error = Some(e);
-                    return Error::e_explain(
-                        ErrorType::HTTPStatus(status),
-                        "request body rejected",
-                    );
-                }
+            if let Err(e) = self.pipeline.on_request_body(ctx, chunk) {
+                let status = e.status().as_u16();
+                ctx.error = Some(e);
+                return Error::e_explain(ErrorType::HTTPStatus(status), "request body rejected");
             }
         }
         Ok(())
@@ -319,19 +329,16 @@ impl ProxyHttp for PingoraFront {
         }
     }
 
-    /// Path rewrite (`strip_prefix`) and `Host` for HTTP/2 clients talking to HTTP/1.1 upstreams.
+    /// The normalized path (and `strip_prefix`), and `Host` for HTTP/2 clients talking to
+    /// HTTP/1.1 upstreams.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let pq = upstream_request
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        if let Some(path) = self.pipeline.upstream_path(ctx, pq) {
+        let authority = upstream_request.uri.authority().cloned();
+        if let Some(path) = self.pipeline.upstream_path(ctx) {
             let uri = http::Uri::builder()
                 .path_and_query(path)
                 .build()
@@ -339,7 +346,7 @@ impl ProxyHttp for PingoraFront {
             upstream_request.set_uri(uri);
         }
         if upstream_request.headers.get(http::header::HOST).is_none() {
-            if let Some(auth) = upstream_request.uri.authority().cloned() {
+            if let Some(auth) = authority {
                 upstream_request.insert_header(http::header::HOST, auth.as_str())?;
             }
         }

@@ -3,6 +3,12 @@
 //!
 //! pingora runs the listeners on its own runtime threads; [`start`] spawns it on a thread of its
 //! own so the main thread can own signals (see [`crate::shutdown`]).
+//!
+//! `[server]` limits bound here, at start: `max_connections` (each listener stops accepting at
+//! the cap, so new connections wait in the backlog), `header_read_timeout` (TLS handshake, h2c
+//! preface, HTTP/2 handshake, whole HTTP/1 heads) and HTTP/2's idle timeout
+//! (`keepalive_timeout`). These need pingora-core's patched listener and session
+//! (`vendor/pingora-core`, see `vendor/README.md`).
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -82,11 +88,18 @@ pub fn start(
         PingoraFront::new(Pipeline::new(Arc::clone(state))),
         "orchestra-gateway",
     );
+    // `[server]` limits bound at start (a reload reports them as `restart_needed`); the
+    // per-request ones (body read, write, keep-alive) are set by the front on each request.
+    let limits = snapshot.server.limits;
     if let Some(app) = service.app_logic_mut() {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
+        options.header_read_timeout = Some(limits.header_read_timeout);
+        options.h2_idle_timeout = Some(limits.keepalive_timeout);
         app.server_options = Some(options);
     }
+    service.set_max_connections_per_listener(Some(limits.max_connections));
+    service.set_handshake_timeout(limits.header_read_timeout);
     if let Some(addr) = snapshot.listeners.http {
         service.add_tcp(&addr.to_string());
     }

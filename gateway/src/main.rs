@@ -126,12 +126,22 @@ fn check(path: &Path) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
+            let l = &s.server.limits;
             println!(
-                "{}: ok: {} routes, {} upstreams, {} plugins",
+                "{}: ok: {} routes, {} upstreams, {} plugins; limits: header_read_timeout={:?} \
+                 keepalive_timeout={:?} body_read_timeout={:?} write_timeout={:?} \
+                 max_connections={} max_request_body={} trusted_proxies={}",
                 path.display(),
                 s.routes.len(),
                 s.upstreams.len(),
-                s.plugins.len()
+                s.plugins.len(),
+                l.header_read_timeout,
+                l.keepalive_timeout,
+                l.body_read_timeout,
+                l.write_timeout,
+                l.max_connections,
+                l.max_request_body,
+                s.server.trusted_proxies.len(),
             );
             ExitCode::SUCCESS
         }

@@ -11,16 +11,25 @@
 //! [`Pipeline::begin`], calls the phases in order, and hands header access to the pipeline through
 //! [`HeaderOps`]. State that outlives a request lives in the config snapshot (routes, balancers,
 //! plugins) or in [`GatewayState`], never in the front.
+//!
+//! [`Pipeline::admit`] is the first phase on every front: it checks the head and normalizes the
+//! path (`orchestra_ingress`), so routing, plugins and the upstream all see one spelling of the
+//! path, whatever protocol carried it. [`Pipeline::on_request`] removes upgrade tokens other
+//! than `websocket` and writes the `X-Forwarded-*` headers; [`Pipeline::on_request_body`]
+//! enforces `server.max_request_body`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use orchestra_config::{RouteRequest, Service, Upstream};
+use orchestra_ingress::{set_forwarded, strip_foreign_upgrade};
 use orchestra_lb::Failure;
-use orchestra_plugins::{HeaderOps, PluginCtx, RequestView};
+use orchestra_plugins::{HeaderOps, PluginCtx, Reject, RequestView};
+
+pub use orchestra_ingress::{RequestHead, Scheme, Upgrade};
 
 use crate::access_log::{self, AccessRecord};
 use crate::attempt::{self, Attempts};
@@ -80,7 +89,17 @@ pub struct RequestCtx {
     /// The error the gateway answered with, if any.
     pub error: Option<GatewayError>,
     method: Method,
+    /// The normalized path and query (what routes and plugins saw).
     path: String,
+    /// True when [`RequestCtx::path`] differs from what the client sent.
+    path_changed: bool,
+    /// The connected peer.
+    peer: Option<IpAddr>,
+    /// The client address behind `server.trusted_proxies` (the peer when it is not one).
+    client: Option<IpAddr>,
+    scheme: Scheme,
+    /// The host the client asked for, for `X-Forwarded-Host`.
+    host: Option<HeaderValue>,
     started: Instant,
     upstream_latency: Option<std::time::Duration>,
     /// Upstream attempts: breaker, budget, balancer slot, retries.
@@ -96,30 +115,13 @@ impl RequestCtx {
         self.snapshot.upstreams.get(route.upstream()?)
     }
 
-    /// The request id (empty before [`Pipeline::identify`]).
+    /// The request id (empty before [`Pipeline::admit`]).
     pub fn request_id(&self) -> &str {
         self.identity
             .as_ref()
             .map(RequestIdentity::request_id_str)
             .unwrap_or("")
     }
-}
-
-/// What a front passes to the pipeline about a request head.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestHead<'a> {
-    /// Method.
-    pub method: &'a Method,
-    /// Host from `:authority` or `Host`.
-    pub host: Option<&'a str>,
-    /// Path (no query).
-    pub path: &'a str,
-    /// Query string (without `?`), if any.
-    pub query: Option<&'a str>,
-    /// Request headers as received.
-    pub headers: &'a HeaderMap,
-    /// Peer IP.
-    pub client_ip: Option<IpAddr>,
 }
 
 /// A response the gateway produces without an upstream (health endpoints).
@@ -160,6 +162,11 @@ impl Pipeline {
             error: None,
             method: Method::GET,
             path: String::new(),
+            path_changed: false,
+            peer: None,
+            client: None,
+            scheme: Scheme::Http,
+            host: None,
             started: Instant::now(),
             upstream_latency: None,
             attempts: Attempts::default(),
@@ -168,16 +175,60 @@ impl Pipeline {
         }
     }
 
-    /// Records the request head and derives `x-request-id` / `traceparent`.
-    pub fn identify(&self, ctx: &mut RequestCtx, head: &RequestHead<'_>) {
-        ctx.method = head.method.clone();
+    /// The first phase: derives `x-request-id` / `traceparent`, checks the head and normalizes
+    /// its path (see `orchestra_ingress`). A head that cannot be made canonical is a 400
+    /// `PARAM_001` the front answers with [`Pipeline::error_response`].
+    pub fn admit<'a>(
+        &self,
+        ctx: &mut RequestCtx,
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        peer: Option<IpAddr>,
+        scheme: Scheme,
+    ) -> Result<RequestHead<'a>, GatewayError> {
+        ctx.method = method.clone();
+        ctx.identity = Some(RequestIdentity::from_headers(headers));
+        ctx.peer = peer;
+        ctx.scheme = scheme;
         ctx.path.clear();
-        ctx.path.push_str(head.path);
+        let head = match RequestHead::parse(method, uri, headers, peer, scheme) {
+            Ok(h) => h,
+            Err(e) => {
+                // Logged as sent (without the query, see `finish`).
+                ctx.path.push_str(uri.path());
+                return Err(GatewayError::BadRequest(e.to_string()));
+            }
+        };
+        ctx.path.push_str(&head.path);
         if let Some(q) = head.query {
             ctx.path.push('?');
             ctx.path.push_str(q);
         }
-        ctx.identity = Some(RequestIdentity::from_headers(head.headers));
+        ctx.path_changed = head.path_changed();
+        let trusted = &ctx.snapshot.server.trusted_proxies;
+        ctx.client = trusted.resolve(peer, headers);
+        // From a `Host` header the value is shared, not copied (HTTP/2 and HTTP/3 carry the
+        // authority in the URI instead).
+        ctx.host = match (uri.authority(), headers.get(http::header::HOST)) {
+            (None, Some(v)) => Some(v.clone()),
+            _ => head.host.and_then(|h| HeaderValue::from_str(h).ok()),
+        };
+        let limit = ctx.snapshot.server.limits.max_request_body;
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(body_too_large(limit));
+        }
+        Ok(head)
+    }
+
+    /// The client address behind `server.trusted_proxies` (the peer when it is not a trusted
+    /// proxy), once admitted; what plugins and `client_ip` hashing see.
+    pub fn client_ip(&self, ctx: &RequestCtx) -> Option<IpAddr> {
+        ctx.client
     }
 
     /// Answers the built-in endpoints (`/healthz`, `/readyz`) before routing.
@@ -185,7 +236,7 @@ impl Pipeline {
         if head.method != Method::GET && head.method != Method::HEAD {
             return None;
         }
-        match head.path {
+        match &*head.path {
             "/healthz" => Some(LocalResponse {
                 status: StatusCode::OK,
                 body: Bytes::from_static(br#"{"status":"ok"}"#),
@@ -199,7 +250,7 @@ impl Pipeline {
     pub fn route(&self, ctx: &mut RequestCtx, head: &RequestHead<'_>) -> Result<(), GatewayError> {
         let req = RouteRequest {
             host: head.host,
-            path: head.path,
+            path: &head.path,
             method: head.method,
             headers: head.headers,
         };
@@ -213,7 +264,7 @@ impl Pipeline {
             .and_then(|u| ctx.snapshot.upstreams.get(u))
             .and_then(|u| u.policy.hash_key.as_ref())
         {
-            ctx.attempts.hash_key = attempt::hash_of(key, head.headers, head.client_ip);
+            ctx.attempts.hash_key = attempt::hash_of(key, head.headers, ctx.client);
         }
         ctx.route = Some(i);
         Ok(())
@@ -225,14 +276,16 @@ impl Pipeline {
         ctx.snapshot.routes.routes().get(ctx.route?)?.service()
     }
 
-    /// Runs the route's plugin chain on the headers going upstream, then sets the identity
-    /// headers (`x-request-id`, `traceparent`) so no plugin can drop them.
+    /// Removes upgrade tokens other than `websocket`, runs the route's plugin chain on the
+    /// headers going upstream (plugins see the client address resolved behind
+    /// `server.trusted_proxies`), then sets the identity headers (`x-request-id`,
+    /// `traceparent`) and the `X-Forwarded-*` headers, so no plugin can drop or forge them.
     pub fn on_request(
         &self,
         ctx: &mut RequestCtx,
-        client_ip: Option<IpAddr>,
         upstream_headers: &mut dyn HeaderOps,
     ) -> Result<(), GatewayError> {
+        strip_foreign_upgrade(upstream_headers);
         // Disjoint field borrows: the snapshot is read while `plugin_ctx` is written.
         if let Some(route) = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i)) {
             if !route.chain.is_empty() {
@@ -240,7 +293,7 @@ impl Pipeline {
                     method: &ctx.method,
                     path: &ctx.path,
                     headers: upstream_headers,
-                    client_ip,
+                    client_ip: ctx.client,
                     ctx: &mut ctx.plugin_ctx,
                 };
                 route
@@ -253,19 +306,31 @@ impl Pipeline {
             upstream_headers.set(HeaderName::from_static(X_REQUEST_ID), id.request_id.clone());
             upstream_headers.set(HeaderName::from_static(TRACEPARENT), id.traceparent.clone());
         }
+        set_forwarded(
+            upstream_headers,
+            ctx.peer,
+            &ctx.snapshot.server.trusted_proxies,
+            ctx.scheme,
+            ctx.host.as_ref().and_then(|h| h.to_str().ok()),
+        );
         Ok(())
     }
 
-    /// Runs the chain's body phase on one chunk of the request body (only for chains that
-    /// inspect bodies, e.g. `limits`).
+    /// Counts one chunk of the request body against `server.max_request_body` (413 beyond it)
+    /// and runs the chain's body phase on it (only for chains that inspect bodies, e.g.
+    /// `limits`). Every front calls it on every chunk.
     pub fn on_request_body(&self, ctx: &mut RequestCtx, chunk: &[u8]) -> Result<(), GatewayError> {
+        ctx.body_bytes += chunk.len() as u64;
+        let limit = ctx.snapshot.server.limits.max_request_body;
+        if ctx.body_bytes > limit {
+            return Err(body_too_large(limit));
+        }
         let Some(route) = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i)) else {
             return Ok(());
         };
         if !route.chain.inspects_body() {
             return Ok(());
         }
-        ctx.body_bytes += chunk.len() as u64;
         route
             .chain
             .on_request_body(chunk, ctx.body_bytes, &mut ctx.plugin_ctx)
@@ -279,10 +344,14 @@ impl Pipeline {
             .is_some_and(|r| r.chain.inspects_body())
     }
 
-    /// The path and query to send upstream, when the route rewrites it (`strip_prefix`).
-    pub fn upstream_path(&self, ctx: &RequestCtx, path_and_query: &str) -> Option<String> {
-        let route = ctx.snapshot.routes.routes().get(ctx.route?)?;
-        route.rewrite_path(path_and_query)
+    /// The path and query to send upstream when it differs from what the client sent: the
+    /// normalized path, with the matched prefix removed when the route has `strip_prefix`.
+    pub fn upstream_path(&self, ctx: &RequestCtx) -> Option<String> {
+        let route = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i));
+        if let Some(rewritten) = route.and_then(|r| r.rewrite_path(&ctx.path)) {
+            return Some(rewritten);
+        }
+        ctx.path_changed.then(|| ctx.path.clone())
     }
 
     /// Picks a target of the route's upstream for one attempt (admitting the request through
@@ -438,6 +507,15 @@ impl Pipeline {
             registry.record(&ids[..n], up.as_micros() as u64);
         }
     }
+}
+
+/// 413 `PARAM_001`: the request body is larger than `server.max_request_body`.
+fn body_too_large(limit: u64) -> GatewayError {
+    GatewayError::Rejected(Reject::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PARAM_001",
+        format!("request body exceeds {limit} bytes (server.max_request_body)"),
+    ))
 }
 
 /// The gateway's own answer to an error, ready for any front to write.

@@ -8,8 +8,9 @@
 //! version number and its sha256; the last [`HISTORY_LEN`] are kept for rollback.
 //!
 //! Settings bound at process start (listener addresses, TLS files, worker threads, data dir,
-//! `[backend]`) are
-//! compared too: a change is applied to everything else and reported as `restart_needed`, never
+//! `server.header_read_timeout`, `keepalive_timeout` for HTTP/2 and HTTP/3, `max_connections`,
+//! `[backend]`) are compared too: a change is applied to everything else and reported as
+//! `restart_needed`, never
 //! silently ignored.
 
 use std::collections::VecDeque;
@@ -65,6 +66,10 @@ struct Bound {
     threads: usize,
     data_dir: PathBuf,
     backend: orchestra_config::BackendSettings,
+    /// Bound into pingora's listeners and the QUIC endpoint at start.
+    header_read_timeout: Duration,
+    keepalive_timeout: Duration,
+    max_connections: usize,
 }
 
 impl Bound {
@@ -75,6 +80,9 @@ impl Bound {
             threads: s.server.threads,
             data_dir: s.server.data_dir.clone(),
             backend: s.backend.clone(),
+            header_read_timeout: s.server.limits.header_read_timeout,
+            keepalive_timeout: s.server.limits.keepalive_timeout,
+            max_connections: s.server.limits.max_connections,
         }
     }
 }
@@ -211,6 +219,19 @@ fn restart_needed(bound: &Bound, new: &Snapshot) -> Vec<String> {
         ("server.threads", bound.threads != new.threads),
         ("server.data_dir", bound.data_dir != new.data_dir),
         ("backend", bound.backend != new.backend),
+        (
+            "server.header_read_timeout",
+            bound.header_read_timeout != new.header_read_timeout,
+        ),
+        (
+            // HTTP/1.1 keep-alive follows at once; HTTP/2 and QUIC idle timeouts need a restart.
+            "server.keepalive_timeout",
+            bound.keepalive_timeout != new.keepalive_timeout,
+        ),
+        (
+            "server.max_connections",
+            bound.max_connections != new.max_connections,
+        ),
     ] {
         if changed {
             out.push(name.to_string());

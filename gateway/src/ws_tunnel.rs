@@ -184,7 +184,7 @@ async fn pump(session: &mut Session, upstream: TcpStream) {
 fn request_head(session: &Session, pipeline: &Pipeline, ctx: &RequestCtx) -> Vec<u8> {
     let req = session.req_header();
     let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let path = pipeline.upstream_path(ctx, pq);
+    let path = pipeline.upstream_path(ctx);
     let path = path.as_deref().unwrap_or(pq);
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(req.method.as_str().as_bytes());

@@ -197,3 +197,88 @@ fn missing_file_is_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does-not-exist.toml"), "stderr:\n{stderr}");
 }
+
+/// Zero or negative timeouts and values that cannot work are `check` errors, all listed in one
+/// run, each with its key path (SPEC "Hardening defaults").
+#[test]
+fn zero_negative_and_unworkable_values_are_errors() {
+    let config = r#"
+[server]
+header_read_timeout = "0s"
+keepalive_timeout = "-5s"
+body_read_timeout = "0ms"
+write_timeout = "0s"
+grace_period = "0s"
+max_connections = 0
+max_request_body = 0
+trusted_proxies = ["not-a-net"]
+
+[[upstreams]]
+name = "api"
+targets = [ { addr = "127.0.0.1:3001", weight = 0 }, { addr = "127.0.0.1:3002", weight = 0 } ]
+timeouts = { connect = "0s", read = "0s", write = "-1s", idle = "0s" }
+health_check = { interval = "0s", timeout = "0ms" }
+retries = { backoff_base = "0s", backoff_max = "0s" }
+circuit_breaker = { eject_for = "0s" }
+ewma_decay = "0s"
+
+[[routes]]
+match = { path_prefix = "/", methods = [] }
+upstream = "api"
+plugins = ["rl"]
+
+[plugins.rl]
+kind = "rate_limit"
+rate = "0/min"
+"#;
+    let out = run_check(BIN, "cfg.toml", config).expect("run check");
+    assert_errors(
+        &out.stderr,
+        out.code(),
+        &[
+            "server.header_read_timeout",
+            "server.keepalive_timeout",
+            "server.body_read_timeout",
+            "server.write_timeout",
+            "server.grace_period",
+            "server.max_connections",
+            "server.max_request_body",
+            "server.trusted_proxies[0]",
+            "upstreams[0].targets[0].weight",
+            "upstreams[0].targets[1].weight",
+            "upstreams[0].timeouts.connect",
+            "upstreams[0].timeouts.read",
+            "upstreams[0].timeouts.write",
+            "upstreams[0].timeouts.idle",
+            "upstreams[0].health_check.interval",
+            "upstreams[0].health_check.timeout",
+            "upstreams[0].retries.backoff_base",
+            "upstreams[0].retries.backoff_max",
+            "upstreams[0].circuit_breaker.eject_for",
+            "upstreams[0].ewma_decay",
+            "routes[0].match.methods",
+            "plugins.rl.rate",
+        ],
+    );
+}
+
+/// The summary of a valid config reports the downstream limits in force.
+#[test]
+fn summary_reports_the_downstream_limits() {
+    let config = format!("{VALID}\n",).replace(
+        "grace_period = \"5s\"",
+        "grace_period = \"5s\"\nheader_read_timeout = \"2s\"\nmax_connections = 500",
+    );
+    let out = run_check(BIN, "cfg.toml", &config).expect("run check");
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    for part in [
+        "header_read_timeout=2s",
+        "keepalive_timeout=60s",
+        "body_read_timeout=30s",
+        "write_timeout=30s",
+        "max_connections=500",
+        "max_request_body=134217728",
+    ] {
+        assert!(out.stdout.contains(part), "{part} missing: {}", out.stdout);
+    }
+}

@@ -47,7 +47,9 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     /// The headers that will be sent upstream.
     pub headers: &'a mut dyn HeaderOps,
-    /// Address of the connected peer, when the front knows it.
+    /// The client's address: the connected peer, or, when the peer is one of the gateway's
+    /// `[server] trusted_proxies`, the client it forwards for (resolved once by the gateway with
+    /// [`TrustedProxies::resolve`](crate::TrustedProxies::resolve)). `None` when unknown.
     pub client_ip: Option<IpAddr>,
     /// Per-request values shared across the chain.
     pub ctx: &'a mut PluginCtx,

@@ -1,4 +1,7 @@
-//! Client IP resolution behind trusted proxies, shared by `rate_limit` and `ip_filter`.
+//! Client IP resolution behind trusted proxies: the one rule the gateway uses for its
+//! `[server] trusted_proxies` (the client address plugins receive in
+//! [`RequestView::client_ip`](crate::RequestView), and the `X-Forwarded-*` trust), and that
+//! `rate_limit` and `ip_filter` apply again with their own `trusted_proxies` when one is set.
 //!
 //! Parameter: `trusted_proxies = ["10.0.0.0/8", "::1"]` (CIDRs; a bare address is a /32 or /128).
 //!
@@ -26,7 +29,7 @@ use crate::HeaderOps;
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The proxies whose `X-Forwarded-For` entries are believed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
 }
@@ -40,6 +43,11 @@ impl TrustedProxies {
     /// True when no proxy is trusted (the peer address is always the client).
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()
+    }
+
+    /// Number of trusted networks.
+    pub fn len(&self) -> usize {
+        self.nets.len()
     }
 
     /// True when `ip` is inside a trusted network.

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`upstream::http`] | an echo server speaking HTTP/1.1 and h2c on one port, plus a TLS variant (ALPN `h2`, `http/1.1`) |
 //! | [`upstream::controlled`] | the same echo server with a per-response delay, stoppable and restartable on its port |
+//! | [`upstream::firehose`] | an HTTP/1.1 server answering one large body as fast as the peer reads, counting connections cut before the end |
 //! | [`upstream::sse`] | a Server-Sent Events server whose second event waits on a gate the test opens |
 //! | [`upstream::ws`] | a WebSocket echo server (close code 4001 on request) |
 //! | [`upstream::grpc`] | a gRPC server (h2c) with unary, server-streaming and failing methods |
@@ -40,6 +41,7 @@ pub use backend::BackendProcess;
 pub use gateway::{CheckOutput, GatewayBuilder, GatewayProcess, LaunchError};
 pub use postgres::PgCluster;
 pub use upstream::controlled::ControlledEcho;
+pub use upstream::firehose::FirehoseServer;
 pub use upstream::grpc::GrpcServer;
 pub use upstream::http::EchoServer;
 pub use upstream::sse::SseServer;

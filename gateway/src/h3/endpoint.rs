@@ -4,12 +4,14 @@
 //! the handshake settled on (`h3` today; `orchestra-agent/1` plugs in the same way, without
 //! touching the HTTP/3 code). The endpoint bounds what a peer can make it hold:
 //!
-//! - connections: at most [`EndpointLimits::max_connections`] at once (more are refused);
+//! - connections: at most [`EndpointLimits::max_connections`] at once (`server.max_connections`);
+//!   beyond it new connections are not accepted until one ends (they wait in quinn's queue of
+//!   incoming connections, as TCP connections wait in the listen backlog);
 //! - streams: [`EndpointLimits::max_bidi_streams`] concurrent request streams per connection;
 //! - buffering: QUIC flow control caps what a peer may send ahead, per stream
 //!   ([`EndpointLimits::stream_window`]) and per connection ([`EndpointLimits::connection_window`]),
 //!   which also bounds h3's receive buffering (hyperium/h3#308);
-//! - idleness: [`EndpointLimits::idle_timeout`].
+//! - idleness: [`EndpointLimits::idle_timeout`] (`server.keepalive_timeout`).
 //!
 //! Shutdown is two-step: [`QuicEndpoint::begin_shutdown`] stops accepting and tells handlers to
 //! wind down (HTTP/3 sends GOAWAY and finishes in-flight streams); [`QuicEndpoint::close`] closes
@@ -179,16 +181,17 @@ impl QuicEndpoint {
     pub async fn run(self: Arc<Self>) {
         let mut stop = self.shutdown.subscribe();
         loop {
+            // A free connection slot first: at the limit, new connections wait unaccepted.
+            let permit = tokio::select! {
+                p = Arc::clone(&self.connections).acquire_owned() => p,
+                () = async { let _ = stop.wait_for(|s| *s).await.map(|_| ()); } => break,
+            };
+            let Ok(permit) = permit else { break };
             let incoming = tokio::select! {
                 i = self.endpoint.accept() => i,
                 () = async { let _ = stop.wait_for(|s| *s).await.map(|_| ()); } => break,
             };
             let Some(incoming) = incoming else { break };
-            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
-                tracing::debug!(peer = %incoming.remote_address(), "quic: connection limit reached");
-                incoming.refuse();
-                continue;
-            };
             let this = Arc::clone(&self);
             tokio::spawn(async move {
                 let _permit = permit;

@@ -23,7 +23,7 @@ use pingora::protocols::http::client::HttpSession;
 
 use super::upstream_client::{self, AttemptError, ResponseSink, UpstreamClient};
 use crate::error::GatewayError;
-use crate::pipeline::{ErrorResponse, Pipeline, Protocol, RequestCtx, RequestHead};
+use crate::pipeline::{ErrorResponse, Pipeline, Protocol, RequestCtx, Scheme};
 use crate::upstream::http_peer;
 
 /// The send half of a request stream.
@@ -35,24 +35,6 @@ pub type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes
 
 /// Called on every request body chunk (the route's body-inspecting plugins).
 pub type Inspector<'a> = dyn FnMut(&[u8]) -> Result<(), GatewayError> + Send + 'a;
-
-/// Per-request limits of the HTTP/3 front.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestLimits {
-    /// Largest request body accepted (`413` beyond).
-    pub max_body: u64,
-    /// How long a response chunk may wait for the client's flow control.
-    pub send_stall: Duration,
-}
-
-impl Default for RequestLimits {
-    fn default() -> Self {
-        RequestLimits {
-            max_body: 128 * 1024 * 1024,
-            send_stall: Duration::from_secs(60),
-        }
-    }
-}
 
 /// How long the front waits for the first request body chunk before connecting upstream.
 const PEEK_WAIT: Duration = Duration::from_millis(50);
@@ -70,32 +52,34 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// The request body, read one chunk at a time from the stream (never buffered beyond one chunk).
+/// Each wait for a chunk is bounded by `server.body_read_timeout` (408 beyond it); the size is
+/// checked against `server.max_request_body` by [`Pipeline::on_request_body`].
 pub struct RequestBody {
     recv: H3Recv,
     pending: Option<Bytes>,
     ended: bool,
     received: u64,
     taken: bool,
-    limit: u64,
+    read_timeout: Duration,
 }
 
-fn too_large(limit: u64) -> GatewayError {
+fn read_timed_out(after: Duration) -> GatewayError {
     GatewayError::Rejected(Reject::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::REQUEST_TIMEOUT,
         "PARAM_001",
-        format!("request body exceeds {limit} bytes"),
+        format!("no request body data for {after:?} (server.body_read_timeout)"),
     ))
 }
 
 impl RequestBody {
-    fn new(recv: H3Recv, limit: u64) -> Self {
+    fn new(recv: H3Recv, read_timeout: Duration) -> Self {
         RequestBody {
             recv,
             pending: None,
             ended: false,
             received: 0,
             taken: false,
-            limit,
+            read_timeout,
         }
     }
 
@@ -114,21 +98,20 @@ impl RequestBody {
             if self.ended {
                 return Ok(None);
             }
-            let chunk = match self.recv.recv_data().await {
-                Ok(Some(mut buf)) => buf.copy_to_bytes(buf.remaining()),
-                Ok(None) => {
+            let received = tokio::time::timeout(self.read_timeout, self.recv.recv_data()).await;
+            let chunk = match received {
+                Ok(Ok(Some(mut buf))) => buf.copy_to_bytes(buf.remaining()),
+                Ok(Ok(None)) => {
                     self.ended = true;
                     return Ok(None);
                 }
-                Err(e) => return Err(GatewayError::BadRequest(format!("request body: {e}"))),
+                Ok(Err(e)) => return Err(GatewayError::BadRequest(format!("request body: {e}"))),
+                Err(_) => return Err(read_timed_out(self.read_timeout)),
             };
             if chunk.is_empty() {
                 continue;
             }
             self.received += chunk.len() as u64;
-            if self.received > self.limit {
-                return Err(too_large(self.limit));
-            }
             inspect(&chunk)?;
             return Ok(Some(chunk));
         }
@@ -170,12 +153,12 @@ impl ResponseSink for Sink<'_> {
     }
 }
 
-/// The HTTP/3 front: the pipeline, pingora's upstream connector and the request limits.
+/// The HTTP/3 front: the pipeline and pingora's upstream connector. The downstream limits come
+/// from the running config (`[server]`) on every request.
 #[derive(Debug)]
 pub struct H3Front {
     pipeline: Pipeline,
     upstream: UpstreamClient,
-    limits: RequestLimits,
 }
 
 /// What went to the client: status (0 when none) and body bytes.
@@ -183,11 +166,10 @@ type Sent = (u16, usize);
 
 impl H3Front {
     /// Creates the front over the shared pipeline.
-    pub fn new(pipeline: Pipeline, limits: RequestLimits) -> Self {
+    pub fn new(pipeline: Pipeline) -> Self {
         H3Front {
             pipeline,
             upstream: UpstreamClient::new(),
-            limits,
         }
     }
 
@@ -195,7 +177,8 @@ impl H3Front {
     pub async fn serve(self: Arc<Self>, req: Request<()>, stream: H3Stream, peer: SocketAddr) {
         let (mut send, recv) = stream.split();
         let mut ctx = self.pipeline.begin(Protocol::H3);
-        let mut body = RequestBody::new(recv, self.limits.max_body);
+        let limits = ctx.snapshot.server.limits;
+        let mut body = RequestBody::new(recv, limits.body_read_timeout);
         let (status, bytes) = self.handle(&mut ctx, req, &mut send, &mut body, peer).await;
         self.pipeline.finish(&mut ctx, status, bytes);
     }
@@ -212,21 +195,18 @@ impl H3Front {
         let ip = Some(peer.ip());
         let head_only = parts.method == Method::HEAD;
         {
-            let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-                parts
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            });
-            let head = RequestHead {
-                method: &parts.method,
-                host,
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                headers: &parts.headers,
-                client_ip: ip,
+            let admitted = self.pipeline.admit(
+                ctx,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                ip,
+                Scheme::Https,
+            );
+            let head = match admitted {
+                Ok(head) => head,
+                Err(e) => return self.write_error(send, ctx, e, head_only).await,
             };
-            self.pipeline.identify(ctx, &head);
             if let Some(local) = self.pipeline.builtin(&head) {
                 let json = [(
                     http::header::CONTENT_TYPE,
@@ -241,20 +221,12 @@ impl H3Front {
             }
         }
         let mut headers = parts.headers;
-        if let Err(e) = self.pipeline.on_request(ctx, ip, &mut headers) {
+        if let Err(e) = self.pipeline.on_request(ctx, &mut headers) {
             return self.write_error(send, ctx, e, head_only).await;
         }
         if let Some(service) = self.pipeline.service(ctx) {
             // Services plug in here (realtime SSE over HTTP/3).
             let e = GatewayError::ServiceUnavailable(service.as_str());
-            return self.write_error(send, ctx, e, head_only).await;
-        }
-        let declared = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.limits.max_body) {
-            let e = too_large(self.limits.max_body);
             return self.write_error(send, ctx, e, head_only).await;
         }
         let pq = parts
@@ -264,7 +236,7 @@ impl H3Front {
             .unwrap_or("/");
         let path = self
             .pipeline
-            .upstream_path(ctx, pq)
+            .upstream_path(ctx)
             .unwrap_or_else(|| pq.to_string());
         let upstream_head = match upstream_head(&parts.method, &path, &headers, &parts.uri) {
             Ok(h) => h,
@@ -373,6 +345,7 @@ impl H3Front {
                 exchange.session.shutdown().await;
                 return (0, 0);
             }
+            let write_timeout = ctx.snapshot.server.limits.write_timeout;
             let streamed = {
                 let mut inspect = inspector(&self.pipeline, ctx);
                 let mut sink = Sink(send);
@@ -381,7 +354,7 @@ impl H3Front {
                     body,
                     &mut sink,
                     &mut inspect,
-                    self.limits.send_stall,
+                    write_timeout,
                 )
                 .await
             };
@@ -479,19 +452,12 @@ impl H3Front {
     }
 }
 
-/// The request body inspector of `ctx`'s route (a no-op for chains that do not inspect bodies).
+/// Every request body chunk through [`Pipeline::on_request_body`] (size limit, body plugins).
 fn inspector<'a>(
     pipeline: &'a Pipeline,
     ctx: &'a mut RequestCtx,
 ) -> impl FnMut(&[u8]) -> Result<(), GatewayError> + Send + 'a {
-    let inspects = pipeline.inspects_body(ctx);
-    move |chunk| {
-        if inspects {
-            pipeline.on_request_body(ctx, chunk)
-        } else {
-            Ok(())
-        }
-    }
+    move |chunk| pipeline.on_request_body(ctx, chunk)
 }
 
 /// The gateway error for a failed upstream attempt.

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use self::endpoint::{AlpnHandler, EndpointError, EndpointLimits, QuicEndpoint};
-use self::front::{H3Front, RequestLimits};
+use self::front::H3Front;
 use crate::pipeline::Pipeline;
 use crate::state::GatewayState;
 use crate::tls::ListenerCert;
@@ -36,13 +36,15 @@ const MAX_FIELD_SECTION: u64 = 64 * 1024;
 #[derive(Debug)]
 pub struct H3Handler {
     front: Arc<H3Front>,
+    pipeline: Pipeline,
 }
 
 impl H3Handler {
     /// A handler over the shared pipeline.
-    pub fn new(pipeline: Pipeline, limits: RequestLimits) -> Self {
+    pub fn new(pipeline: Pipeline) -> Self {
         H3Handler {
-            front: Arc::new(H3Front::new(pipeline, limits)),
+            front: Arc::new(H3Front::new(pipeline.clone())),
+            pipeline,
         }
     }
 }
@@ -72,10 +74,13 @@ impl AlpnHandler for H3Handler {
                 accepted = h3c.accept() => match accepted {
                     Ok(Some(resolver)) => {
                         let front = Arc::clone(&self.front);
+                        // `server.header_read_timeout` bounds the wait for the HEADERS frame.
+                        let head_timeout = self.pipeline.state().live().server.limits.header_read_timeout;
                         tokio::spawn(async move {
-                            match resolver.resolve_request().await {
-                                Ok((req, stream)) => front.serve(req, stream, peer).await,
-                                Err(e) => tracing::debug!(%peer, error = %e, "h3: bad request stream"),
+                            match tokio::time::timeout(head_timeout, resolver.resolve_request()).await {
+                                Ok(Ok((req, stream))) => front.serve(req, stream, peer).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "h3: bad request stream"),
+                                Err(_) => tracing::debug!(%peer, "h3: request head not received within header_read_timeout"),
                             }
                         });
                     }
@@ -144,9 +149,15 @@ impl H3Service {
             .enable_all()
             .build()
             .map_err(H3Error::Runtime)?;
-        let handler = H3Handler::new(Pipeline::new(Arc::clone(state)), RequestLimits::default());
+        let handler = H3Handler::new(Pipeline::new(Arc::clone(state)));
         let mut handlers: Vec<Arc<dyn AlpnHandler>> = vec![Arc::new(handler)];
-        let mut limits = EndpointLimits::default();
+        // Bound at start (a reload reports them as `restart_needed`).
+        let server = &state.live().server.limits;
+        let mut limits = EndpointLimits {
+            max_connections: server.max_connections,
+            idle_timeout: server.keepalive_timeout,
+            ..EndpointLimits::default()
+        };
         if let Some(agents) = state.agents() {
             handlers.push(Arc::new(crate::agent_hub::quic::AgentAlpn::new(
                 Arc::clone(agents),

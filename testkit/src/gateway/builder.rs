@@ -19,7 +19,8 @@ pub const ADMIN_PLACEHOLDER: &str = "@ADMIN@";
 /// Describes a gateway to start; see [`GatewayProcess::builder`].
 ///
 /// By default the generated config has an `http` listener, `threads = 1`,
-/// `grace_period = "5s"` and `data_dir = "@DATA_DIR@"`, followed by the body given to
+/// `grace_period = "5s"` and `data_dir = "@DATA_DIR@"` (plus [`GatewayBuilder::server`] lines),
+/// followed by the body given to
 /// [`GatewayBuilder::config`] (upstreams, routes, plugins). [`GatewayBuilder::admin`] adds
 /// an `admin` listener on a free port, [`GatewayBuilder::admin_token`] also an `[admin]`
 /// table with that token. [`GatewayBuilder::raw_config`] replaces the whole file instead.
@@ -32,6 +33,8 @@ pub struct GatewayBuilder {
     pub(crate) body: String,
     pub(crate) raw: Option<String>,
     pub(crate) https: bool,
+    pub(crate) h3: bool,
+    pub(crate) server_lines: Vec<String>,
     pub(crate) admin: bool,
     pub(crate) admin_token: Option<String>,
     pub(crate) threads: u32,
@@ -49,6 +52,8 @@ impl GatewayBuilder {
             body: String::new(),
             raw: None,
             https: false,
+            h3: false,
+            server_lines: Vec::new(),
             admin: false,
             admin_token: None,
             threads: 1,
@@ -76,6 +81,21 @@ impl GatewayBuilder {
     /// Also configures the `https` listener (default: off).
     pub fn https(mut self, on: bool) -> Self {
         self.https = on;
+        self
+    }
+
+    /// Also configures the `h3` (QUIC, UDP) listener on the `https` port number, and with it
+    /// the `https` listener (default: off).
+    pub fn h3(mut self, on: bool) -> Self {
+        self.h3 = on;
+        self.https |= on;
+        self
+    }
+
+    /// Adds a `key = value` line to the `[server]` table, e.g.
+    /// `.server("header_read_timeout = \"1s\"")`.
+    pub fn server(mut self, line: impl Into<String>) -> Self {
+        self.server_lines.push(line.into());
         self
     }
 
@@ -147,13 +167,21 @@ impl GatewayBuilder {
         if self.https {
             out.push_str(&format!("https = \"{HTTPS_PLACEHOLDER}\"\n"));
         }
+        if self.h3 {
+            out.push_str(&format!("h3 = \"{HTTPS_PLACEHOLDER}\"\n"));
+        }
         if self.admin {
             out.push_str(&format!("admin = \"{ADMIN_PLACEHOLDER}\"\n"));
         }
         out.push_str("\n[server]\n");
         out.push_str(&format!("threads = {}\n", self.threads));
         out.push_str(&format!("grace_period = \"{}\"\n", self.grace_period));
-        out.push_str(&format!("data_dir = \"{DATA_DIR_PLACEHOLDER}\"\n\n"));
+        out.push_str(&format!("data_dir = \"{DATA_DIR_PLACEHOLDER}\"\n"));
+        for line in &self.server_lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
         if let Some(token) = &self.admin_token {
             out.push_str(&format!("[admin]\ntoken = {}\n\n", toml_string(token)));
         }

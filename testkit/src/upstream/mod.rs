@@ -5,6 +5,7 @@
 //! what a peer sends: malformed input closes that connection or yields an error status.
 
 pub mod controlled;
+pub mod firehose;
 pub mod grpc;
 pub mod http;
 pub mod sse;
