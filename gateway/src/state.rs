@@ -155,6 +155,12 @@ pub struct GatewayState {
     in_flight: AtomicUsize,
     ready: AtomicBool,
     h3_port: std::sync::OnceLock<u16>,
+    /// Agents connected right now. **Maintained by the agent hub** (increment on register,
+    /// decrement on disconnect); read by the `agents_online` alert metric and exported as
+    /// `orchestra_agents_online`. Stays 0 while no hub runs.
+    pub agents_online: AtomicUsize,
+    /// Alert states and the dashboard's time series, maintained by [`crate::monitor`].
+    pub monitor: crate::monitor::MonitorState,
 }
 
 impl GatewayState {
@@ -170,6 +176,8 @@ impl GatewayState {
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             h3_port: std::sync::OnceLock::new(),
+            agents_online: AtomicUsize::new(0),
+            monitor: crate::monitor::MonitorState::default(),
         })
     }
 

@@ -18,9 +18,12 @@
 //! | [`gateway`] | [`GatewayProcess`]: write a config, start `orchestra-gateway`, wait for `/healthz`, read its logs, send SIGTERM; admin port, config rewrites, SIGHUP |
 //! | [`net`] | free ports and addresses nothing listens on |
 //! | [`raw_http`] | a raw HTTP/1.1 client: oversized heads, chunked bodies sent piece by piece, answers that arrive before the request is complete |
+//! | [`webhook`] | a webhook receiver recording alert notifications, with queued failure answers for retry tests |
+//! | [`browser`] | headless Chromium over WebDriver (chromedriver + fantoccini) for dashboard tests |
 //!
 //! Every server handle stops its server (listener and open connections) when dropped.
 
+pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod grpc;
@@ -29,6 +32,7 @@ pub mod net;
 pub mod raw_http;
 pub mod tls;
 pub mod upstream;
+pub mod webhook;
 
 pub use gateway::{CheckOutput, GatewayBuilder, GatewayProcess, LaunchError};
 pub use upstream::controlled::ControlledEcho;
@@ -36,3 +40,4 @@ pub use upstream::grpc::GrpcServer;
 pub use upstream::http::EchoServer;
 pub use upstream::sse::SseServer;
 pub use upstream::ws::WsEchoServer;
+pub use webhook::WebhookReceiver;
