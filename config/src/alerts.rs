@@ -744,26 +744,32 @@ fn webhook(
         matches!(u.scheme_str(), Some("http") | Some("https"))
             && u.host().is_some_and(|h| !h.is_empty())
     });
-    let Some(uri) = parsed else {
-        c.invalid(&wp, url, "expected an http:// or https:// URL with a host");
-        return None;
+    // Headers are checked even when the URL is wrong, so every error is reported at once.
+    let origin = match &parsed {
+        None => {
+            c.invalid(&wp, url, "expected an http:// or https:// URL with a host");
+            None
+        }
+        Some(uri) => {
+            let userinfo = uri
+                .authority()
+                .and_then(|a| a.as_str().rsplit_once('@'))
+                .map(|(u, _)| u);
+            if userinfo.is_some_and(|u| u.contains(MASK)) {
+                c.invalid(
+                    &wp,
+                    url,
+                    "\"***\" is what GET /admin/config shows in place of credentials: write the real ones",
+                );
+            }
+            let scheme = uri.scheme_str().unwrap_or("http");
+            let host = uri.host().unwrap_or_default();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 });
+            Some(format!("{scheme}://{host}:{port}"))
+        }
     };
-    let userinfo = uri
-        .authority()
-        .and_then(|a| a.as_str().rsplit_once('@'))
-        .map(|(u, _)| u);
-    if userinfo.is_some_and(|u| u.contains(MASK)) {
-        c.invalid(
-            &wp,
-            url,
-            "\"***\" is what GET /admin/config shows in place of credentials: write the real ones",
-        );
-    }
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let host = uri.host().unwrap_or_default();
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for (k, v) in headers {
@@ -803,7 +809,7 @@ fn webhook(
     Some(Webhook {
         url: url.to_string(),
         shown: crate::secrets::mask_url(url).into_owned(),
-        origin: format!("{scheme}://{host}:{port}"),
+        origin: origin?,
         headers: out,
     })
 }
