@@ -168,6 +168,14 @@ pub(crate) fn compile(
         &plugins,
         agents.is_some(),
     );
+    let monitor = crate::alerts::monitor(&mut c, raw.monitor);
+    let known = crate::alerts::Known {
+        routes: &routes,
+        upstreams: &upstreams,
+        agents_on: agents.is_some(),
+        interval: monitor.interval,
+    };
+    let alerts = crate::alerts::alerts(&mut c, raw.alerts, &known);
 
     if !c.errors.is_empty() {
         return None;
@@ -183,6 +191,8 @@ pub(crate) fn compile(
         backend,
         agents,
         realtime,
+        alerts,
+        monitor,
     })
 }
 
@@ -233,6 +243,14 @@ fn admin(c: &mut Compiler<'_>, raw: RawAdmin) -> AdminSettings {
     let token = match (raw.token, raw.token_env) {
         (Some(t), _) if t.is_empty() => {
             c.invalid("admin.token", "", "must not be empty (omit it to disable)");
+            None
+        }
+        (Some(t), _) if t == crate::secrets::MASK => {
+            c.invalid(
+                "admin.token",
+                &t,
+                "\"***\" is what GET /admin/config shows in place of the token: write the real one",
+            );
             None
         }
         (Some(t), _) => Some(t),

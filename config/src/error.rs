@@ -66,11 +66,15 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// Creates an error at `path` in `file`.
+    /// Creates an error at `path` in `file`. When `path` holds a secret (see
+    /// [`crate::secrets`]), the value and serde's message quoting it are redacted here, so no
+    /// error built anywhere can echo a secret.
     pub fn new(file: &str, path: impl Into<String>, kind: ErrorKind) -> Self {
+        let path = path.into();
+        let kind = crate::secrets::redact_error(&path, kind);
         ConfigError {
             file: file.to_string(),
-            path: path.into(),
+            path,
             kind,
         }
     }

@@ -8,13 +8,17 @@
 //!   names, plugin kinds) and builds the immutable snapshot: the route table, upstreams with their
 //!   balancers, and each route's plugin chain;
 //! - every problem found on the way is a [`ConfigError`] naming the file, the key path
-//!   (`routes[2].upstream`) and what is wrong; [`load`] returns all of them at once.
+//!   (`routes[2].upstream`) and what is wrong; [`load`] returns all of them at once;
+//! - [`secrets`] knows which values are secret: errors never quote them and
+//!   [`secrets::mask_config_text`] hides them wherever a config text is shown;
+//! - [`alerts`] compiles `[[alerts]]` rules and the `[monitor]` section the gateway evaluates.
 //!
 //! `harness` holds the invariants the fuzz targets (`fuzz/`) and property tests check.
 //!
 //! The gateway keeps the snapshot behind an `ArcSwap`; nothing in it is mutated after compile
 //! except the atomics inside balancers.
 
+pub mod alerts;
 mod compile;
 pub mod duration;
 mod error;
@@ -24,11 +28,15 @@ mod parse;
 mod plugin_specs;
 pub mod route;
 pub mod schema;
+pub mod secrets;
 mod services;
 pub mod size;
 mod snapshot;
 mod upstream_policy;
 
+pub use alerts::{
+    AlertMetric, AlertRule, AlertSubject, Comparison, LatencyKind, MonitorSettings, Webhook,
+};
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use route::{HostMatch, PathMatch, Route, RouteRequest, RouteTable, RouteTarget, Service};
 pub use snapshot::{

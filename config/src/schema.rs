@@ -32,6 +32,10 @@ pub struct RawConfig {
     pub routes: Vec<toml::Value>,
     /// `[plugins.NAME]`, each read later according to its `kind`.
     pub plugins: BTreeMap<String, toml::Value>,
+    /// `[[alerts]]`, each read later as [`RawAlert`](crate::alerts::RawAlert).
+    pub alerts: Vec<toml::Value>,
+    /// `[monitor]`, read later as [`RawMonitor`](crate::alerts::RawMonitor).
+    pub monitor: Option<toml::Value>,
 }
 
 /// `[listeners]`: socket addresses; an omitted listener is off, except `http`.

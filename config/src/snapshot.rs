@@ -11,6 +11,7 @@ use orchestra_lb::{
 };
 use orchestra_plugins::{Plugin, TrustedProxies};
 
+use crate::alerts::{AlertRule, MonitorSettings};
 use crate::RouteTable;
 
 /// Everything a request needs, compiled once per config version.
@@ -36,6 +37,10 @@ pub struct Snapshot {
     pub agents: Option<AgentSettings>,
     /// `[realtime]`: the browser channel.
     pub realtime: RealtimeSettings,
+    /// `[[alerts]]` rules, in file order.
+    pub alerts: Vec<AlertRule>,
+    /// `[monitor]`: alert evaluation, dashboard sampling, webhook delivery.
+    pub monitor: MonitorSettings,
 }
 
 /// `[backend]` settings.
@@ -142,11 +147,20 @@ pub struct Listeners {
     pub alt_svc: bool,
 }
 
-/// `[admin]` settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `[admin]` settings. `Debug` never shows the token.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AdminSettings {
     /// Bearer token the admin API requires (`None` = open; bind it to loopback).
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token.as_ref().map(|_| crate::secrets::MASK);
+        f.debug_struct("AdminSettings")
+            .field("token", &token)
+            .finish()
+    }
 }
 
 /// `[server]` settings.

@@ -3,7 +3,16 @@
 //!
 //! It runs on the control-plane runtime of the main thread, never on the proxy's worker threads.
 //! With `[admin] token` set, every endpoint requires `Authorization: Bearer <token>` (401
-//! otherwise, compared in constant time). Bodies are JSON unless noted.
+//! otherwise, compared in constant time), except the dashboard page and its assets
+//! ([`crate::dashboard`]), which hold no data. Bodies are JSON unless noted. Config texts are shown
+//! with their secrets masked ([`orchestra_config::secrets`]).
+//!
+//! Besides this file: [`monitor_api`] (`/admin/alerts`, `/admin/timeseries`), [`gauges`] (the
+//! non-histogram part of `/metrics`), [`config_versions`] (`/admin/config/history/{n}`).
+
+mod config_versions;
+mod gauges;
+mod monitor_api;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -109,6 +118,9 @@ pub(crate) fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<
 }
 
 async fn handle(req: Request<Incoming>, state: &Arc<GatewayState>, peer: SocketAddr) -> Resp {
+    if let Some(page) = crate::dashboard::serve(&req) {
+        return page;
+    }
     if !authorized(&req, state) {
         tracing::warn!(%peer, path = req.uri().path(), "admin: missing or wrong bearer token");
         let mut r = error(
@@ -135,8 +147,14 @@ async fn handle(req: Request<Incoming>, state: &Arc<GatewayState>, peer: SocketA
         (Method::GET, p) if p.starts_with("/admin/histograms/") => {
             histogram_one(&req, state, &p["/admin/histograms/".len()..])
         }
+        (Method::GET, "/admin/alerts") => monitor_api::alerts(state),
+        (Method::GET, "/admin/timeseries") => monitor_api::timeseries(&req, state),
+        (Method::GET, p) if p.starts_with("/admin/config/history/") => {
+            config_versions::version(state, &p["/admin/config/history/".len()..])
+        }
         (Method::GET, "/metrics") => {
             let mut text = export::prometheus(&state.registry, Instant::now());
+            gauges::append(&mut text, state);
             if let Some(agents) = state.agents() {
                 crate::agent_hub::report::prometheus(agents, &mut text);
             }
@@ -170,8 +188,9 @@ fn version_json(v: &Version) -> Value {
 
 fn get_config(req: &Request<Incoming>, state: &GatewayState) -> Resp {
     let live = state.live();
+    let masked = orchestra_config::secrets::mask_config_text(&live.text);
     if query_param(req, "format") == Some("toml") {
-        let mut r = text_response(StatusCode::OK, "application/toml", live.text.to_string());
+        let mut r = text_response(StatusCode::OK, "application/toml", masked);
         if let Ok(v) = http::HeaderValue::from_str(&live.version.to_string()) {
             r.headers_mut().insert("x-config-version", v);
         }
@@ -188,7 +207,7 @@ fn get_config(req: &Request<Incoming>, state: &GatewayState) -> Resp {
             "source": live.source,
             "applied_at_unix": unix(live.applied_at),
             "format": "toml",
-            "config": &*live.text,
+            "config": masked,
         }),
     )
 }

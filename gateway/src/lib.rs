@@ -24,6 +24,9 @@
 //! | [`admin_client`] | the `stats` and `reload` subcommands (clients of the admin API) |
 //! | [`health`] | active health checks of the running config's upstreams |
 //! | [`shutdown`] | the control plane: signals, graceful drain |
+//! | [`monitor`] | the control-plane task that samples the dashboard's time series and evaluates alerts |
+//! | [`alerts`] | `[[alerts]]` rules: windows, state machine, readings, webhook delivery |
+//! | [`dashboard`] | the `/admin/` page and its embedded assets (uPlot) |
 //!
 //! Routing, balancing and plugins themselves live in the `orchestra-config`, `orchestra-lb` and
 //! `orchestra-plugins` crates; this crate wires them to the network.
@@ -33,14 +36,17 @@ pub mod admin;
 pub mod admin_agents;
 pub mod admin_client;
 pub mod agent_hub;
+pub mod alerts;
 pub mod attempt;
 pub mod backend;
+pub mod dashboard;
 pub mod error;
 pub mod front;
 pub mod h3;
 pub mod health;
 pub mod listener;
 pub mod logging;
+pub mod monitor;
 pub mod pipeline;
 pub mod reload;
 pub mod request_id;

@@ -104,8 +104,8 @@ impl Signals {
 }
 
 /// Runs the control plane on the calling thread until the process exits: signals (SIGHUP
-/// reloads, SIGTERM drains and exits, SIGINT exits), the admin API, the config file watch and the
-/// histogram rotation tick.
+/// reloads, SIGTERM drains and exits, SIGINT exits), the admin API, the config file watch, the
+/// histogram rotation tick and the monitor (dashboard sampling, alert rules).
 pub fn run_control_plane(
     signals: Signals,
     trigger: ShutdownTrigger,
@@ -137,6 +137,7 @@ pub fn run_control_plane(
             tokio::spawn(crate::reload::watch_file(Arc::clone(&state), interval));
         }
         tokio::spawn(crate::health::run(Arc::clone(&state)));
+        tokio::spawn(crate::monitor::run(Arc::clone(&state)));
         let ticker_state = Arc::clone(&state);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));

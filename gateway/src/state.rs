@@ -157,6 +157,8 @@ pub struct GatewayState {
     h3_port: std::sync::OnceLock<u16>,
     agents: std::sync::OnceLock<Arc<crate::agent_hub::AgentService>>,
     backend: std::sync::OnceLock<Arc<crate::backend::Backend>>,
+    /// Alert states and the dashboard's time series, maintained by [`crate::monitor`].
+    pub monitor: crate::monitor::MonitorState,
 }
 
 impl GatewayState {
@@ -174,6 +176,7 @@ impl GatewayState {
             h3_port: std::sync::OnceLock::new(),
             agents: std::sync::OnceLock::new(),
             backend: std::sync::OnceLock::new(),
+            monitor: crate::monitor::MonitorState::default(),
         })
     }
 
@@ -205,6 +208,12 @@ impl GatewayState {
     /// Installs the agent hub (at start, when `[agents]` is configured).
     pub fn set_agents(&self, svc: Arc<crate::agent_hub::AgentService>) {
         let _ = self.agents.set(svc);
+    }
+
+    /// Agents connected right now (0 while no hub runs): the `agents_online` alert metric and
+    /// `orchestra_agents_online`.
+    pub fn agents_online(&self) -> usize {
+        self.agents.get().map_or(0, |a| a.hub().agents_connected())
     }
 
     /// The agent hub, when `[agents]` was configured at start.

@@ -154,6 +154,31 @@ struct AgentKey {
     secret: Vec<u8>,
 }
 
+/// `message` with every `` `...` `` and `"..."` span replaced by `…`.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut open: Option<char> = None;
+    for c in message.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(q);
+                open = None;
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// The agents' credentials, by agent id.
 #[derive(Default)]
 pub struct AgentKeys {
@@ -175,9 +200,22 @@ impl AgentKeys {
     }
 
     fn parse(text: &str, path: &str) -> Result<Self, KeysFileError> {
-        let raw: RawKeysFile = toml::from_str(text).map_err(|e| KeysFileError::Parse {
-            path: path.to_string(),
-            message: e.message().trim().to_string(),
+        let raw: RawKeysFile = toml::from_str(text).map_err(|e| {
+            // serde quotes the offending value ("invalid type: integer `123`"), which may be a
+            // secret: keep the message, drop the quoted values, say where.
+            let at = e
+                .span()
+                .map(|s| {
+                    format!(
+                        " (line {})",
+                        text[..s.start.min(text.len())].matches('\n').count() + 1
+                    )
+                })
+                .unwrap_or_default();
+            KeysFileError::Parse {
+                path: path.to_string(),
+                message: format!("{}{at}", without_quoted_values(e.message().trim())),
+            }
         })?;
         let mut agents = HashMap::with_capacity(raw.agent.len());
         for (index, k) in raw.agent.into_iter().enumerate() {
@@ -433,6 +471,22 @@ mod tests {
             Arc::new(move || clock.load(Ordering::Relaxed)),
         );
         (v, now)
+    }
+
+    #[test]
+    fn keys_file_errors_never_quote_a_value() {
+        for text in [
+            "[agents.w]\napi_key = \"ak\"\nsecret = 918273645\n",
+            "[agents.w]\napi_key = \"ak\"\nsecret = [\"planted-9f2\"]\n",
+            "[agents.w]\napi_key = \"planted-9f2\"\nsecret = \"planted-9f2\"\nextra = \"planted-9f2\"\n",
+        ] {
+            let e = AgentKeys::from_toml(text).expect_err("invalid keys file");
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("918273645") && !shown.contains("planted-9f2"), "{shown}");
+            assert!(shown.contains("(line "), "{shown}");
+        }
+        let keys = AgentKeys::from_toml(KEYS).expect("keys");
+        assert!(!format!("{keys:?}").contains("s3cret"));
     }
 
     fn creds<'a>(sig: &'a str, ts: i64, nonce: &'a str) -> AgentCredentials<'a> {

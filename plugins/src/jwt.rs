@@ -180,8 +180,8 @@ impl JwtKeySet {
     }
 }
 
-/// Typed parameters of a `jwt` plugin.
-#[derive(Debug, Clone)]
+/// Typed parameters of a `jwt` plugin. `Debug` never shows the HMAC secret.
+#[derive(Clone)]
 pub struct JwtConfig {
     /// Accepted algorithms.
     pub algorithms: Vec<Algorithm>,
@@ -232,8 +232,7 @@ pub struct JwtConfigError {
     pub reason: String,
 }
 
-/// The `jwt` plugin (see the module doc).
-#[derive(Debug)]
+/// The `jwt` plugin (see the module doc). `Debug` never shows key material.
 pub struct JwtPlugin {
     name: String,
     /// The allow-list, each with its validation rules.
@@ -243,6 +242,33 @@ pub struct JwtPlugin {
     cookie: Option<String>,
     query: Option<String>,
     forward: Vec<(String, HeaderName)>,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithms", &self.algorithms)
+            .field("hmac_secret", &self.hmac_secret.as_ref().map(|_| "***"))
+            .field("jwks_keys", &self.jwks.as_ref().map(JwtKeySet::len))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("cookie", &self.cookie)
+            .field("query", &self.query)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for JwtPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let algorithms: Vec<Algorithm> = self.validations.iter().map(|(a, _)| *a).collect();
+        f.debug_struct("JwtPlugin")
+            .field("name", &self.name)
+            .field("algorithms", &algorithms)
+            .field("hmac", &self.hmac.as_ref().map(|_| "***"))
+            .field("jwks_keys", &self.jwks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl JwtPlugin {

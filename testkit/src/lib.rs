@@ -22,11 +22,14 @@
 //! | [`backend`] | [`BackendProcess`]: start `orchestra-backend` on a database, wait for `/healthz`, SIGKILL and restart it on the same port |
 //! | [`net`] | free ports and addresses nothing listens on |
 //! | [`raw_http`] | a raw HTTP/1.1 client: oversized heads, chunked bodies sent piece by piece, answers that arrive before the request is complete |
+//! | [`webhook`] | a webhook receiver recording alert notifications, with queued failure answers for retry tests |
+//! | [`browser`] | headless Chromium over WebDriver (chromedriver + fantoccini) for dashboard tests |
 //!
 //! Every server handle stops its server (listener and open connections) when dropped.
 
 pub mod agent;
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod grpc;
@@ -36,6 +39,7 @@ pub mod postgres;
 pub mod raw_http;
 pub mod tls;
 pub mod upstream;
+pub mod webhook;
 
 pub use backend::BackendProcess;
 pub use gateway::{CheckOutput, GatewayBuilder, GatewayProcess, LaunchError};
@@ -46,3 +50,4 @@ pub use upstream::grpc::GrpcServer;
 pub use upstream::http::EchoServer;
 pub use upstream::sse::SseServer;
 pub use upstream::ws::WsEchoServer;
+pub use webhook::WebhookReceiver;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod ops;
 
 use std::net::SocketAddr;
 use std::time::Duration;
