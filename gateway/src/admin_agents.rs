@@ -69,6 +69,18 @@ fn hub_error(e: &HubError) -> Resp {
     error(status, e.code(), e.to_string())
 }
 
+/// The answer to a refused `input` or `stop`. A task no longer in the hub's memory is either
+/// unknown (404) or over and stored in the backend (409, as while its end was being stored):
+/// the answer must not depend on how fast the backend made the end durable.
+async fn command_error(svc: &AgentService, id: &str, e: HubError) -> Resp {
+    if let HubError::UnknownTask(_) = e {
+        if let Ok(Some(_)) = svc.hub().persist().task(id).await {
+            return hub_error(&HubError::TaskEnded(id.to_string()));
+        }
+    }
+    hub_error(&e)
+}
+
 async fn body(req: Request<Incoming>) -> Result<Bytes, Resp> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => Ok(b.to_bytes()),
@@ -112,12 +124,12 @@ pub async fn handle(req: Request<Incoming>, state: &Arc<GatewayState>) -> Resp {
                     };
                     match svc.hub().input(&id, data, close) {
                         Ok(()) => json_response(StatusCode::OK, json!({"task_id": id})),
-                        Err(e) => hub_error(&e),
+                        Err(e) => command_error(&svc, &id, e).await,
                     }
                 }
                 (Method::POST, "stop") => match svc.hub().stop(id) {
                     Ok(()) => json_response(StatusCode::OK, json!({"task_id": id})),
-                    Err(e) => hub_error(&e),
+                    Err(e) => command_error(&svc, id, e).await,
                 },
                 (Method::GET, "events") => events(&req, &svc, id).await,
                 _ => error(
