@@ -7,7 +7,7 @@
 //! | `POST /admin/tasks` | starts a task: `{"tool", "prompt", "requires"?, "agent_id"?, "cwd"?, "priority"?, "session_id"?, "owner"?}` → 201 `{"task_id", "agent_id", "status"}`; 503 `AGENT_001`, 400 `PARAM_001` — *extension* |
 //! | `GET /admin/tasks/{id}` | one live task — *extension* |
 //! | `POST /admin/tasks/{id}/input` | the body goes to the task's stdin (`?close=true` closes stdin after it) — *extension* |
-//! | `POST /admin/tasks/{id}/stop` | stops the task — *extension* |
+//! | `POST /admin/tasks/{id}/stop` | stops the task (409 once it is over, 404 for an unknown id) — *extension* |
 //! | `GET /admin/tasks/{id}/events?since=S&limit=N&wait_ms=W` | the task's events after `S` (history from the backend, then the live tail), as `{"events": [{"type", "data"}], "last_seq", "ended"}`; waits up to `W` ms (default 100) for more when it reaches the live end — *extension* |
 //!
 //! The extensions let an operator (and the end-to-end tests) drive tasks without a browser; they
