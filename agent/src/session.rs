@@ -8,8 +8,9 @@
 //! 3. Then, until the connection ends: a `Heartbeat` with system information every
 //!    `heartbeat_interval_ms` (from `Registered`, 10 s when absent), each followed by a `Ping`;
 //!    `Pong` for every `Ping` the gateway sends; each stream the gateway opens is read for its
-//!    `TaskAssign` and handed to the task table. Silence on the control stream for three
-//!    heartbeat intervals (no pong, nothing) ends the session: over WebSocket nothing else
+//!    `TaskAssign` and handed to the task table. Three heartbeat intervals (+1 s) without a
+//!    frame from the gateway on any stream (no pong, no ack, nothing; the transport's
+//!    [`LastHeard`](crate::transport::LastHeard)) end the session: over WebSocket nothing else
 //!    would notice a dead path.
 
 use std::sync::{Arc, Mutex};
@@ -124,7 +125,6 @@ pub async fn run(
 
     let mut heartbeat = tokio::time::interval(interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
     let mut ping_id = 0u64;
     let mut ping_sent: Option<(u64, Instant)> = None;
     let end = loop {
@@ -141,16 +141,16 @@ pub async fn run(
                 tokio::spawn(handle_stream(stream, ctx.tasks.clone()));
             }
             frame = control_rx.recv() => {
-                last_heard = Instant::now();
                 match on_control(frame, &control, &mut ping_sent).await {
                     Ok(()) => {}
                     Err(reason) => break SessionEnd::Ended { reason },
                 }
             }
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() > interval * SILENT_INTERVALS + Duration::from_secs(1) {
+                let silent = link.last_heard().elapsed();
+                if silent > interval * SILENT_INTERVALS + Duration::from_secs(1) {
                     break SessionEnd::Ended {
-                        reason: format!("nothing heard from the gateway for {:?}", last_heard.elapsed()),
+                        reason: format!("nothing heard from the gateway for {silent:?}"),
                     };
                 }
                 let hb = sample(ctx).await;

@@ -225,3 +225,43 @@ async fn frames_that_are_not_protocol_close_the_stream_with_param_001() {
         ["still here"]
     );
 }
+
+#[tokio::test]
+async fn acks_on_a_task_stream_are_signs_of_life_too() {
+    let peer = GatewayPeer::start();
+    let agent = AgentBuilder::new(peer.addr).start(&peer);
+    // Registered with a 200 ms heartbeat, then silent on the control stream (no pong); but a
+    // task streams for 2.5 s and every event is acked on its stream. The agent must hear the
+    // acks: silence is measured over all streams (1.6 s here), so the connection stays up.
+    let session = peer.accept().await;
+    let mut task = session
+        .assign(support::frames::assign(
+            "t-alive",
+            "custom",
+            "for i in $(seq 1 25); do echo $i; sleep 0.1; done",
+        ))
+        .await;
+    let run = task.run_to_result(true).await;
+    let outputs = run
+        .frames
+        .iter()
+        .filter(|f| matches!(f.msg, Some(frame::Msg::Event(_))))
+        .count();
+    assert!(outputs >= 25, "{outputs} events; {:?}", agent.logs());
+    assert!(
+        !agent
+            .logs()
+            .iter()
+            .any(|l| l.contains("nothing heard from the gateway")),
+        "acked output kept the connection alive: {:?}",
+        agent.logs()
+    );
+    // Once the acks stop, silence is noticed as before.
+    assert!(
+        agent
+            .wait_log("nothing heard from the gateway", Duration::from_secs(5))
+            .await,
+        "{:?}",
+        agent.logs()
+    );
+}

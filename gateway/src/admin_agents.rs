@@ -7,7 +7,7 @@
 //! | `POST /admin/tasks` | starts a task: `{"tool", "prompt", "requires"?, "agent_id"?, "cwd"?, "priority"?, "session_id"?, "owner"?}` → 201 `{"task_id", "agent_id", "status"}`; 503 `AGENT_001`, 400 `PARAM_001` — *extension* |
 //! | `GET /admin/tasks/{id}` | one live task — *extension* |
 //! | `POST /admin/tasks/{id}/input` | the body goes to the task's stdin (`?close=true` closes stdin after it) — *extension* |
-//! | `POST /admin/tasks/{id}/stop` | stops the task — *extension* |
+//! | `POST /admin/tasks/{id}/stop` | stops the task (409 once it is over, 404 for an unknown id) — *extension* |
 //! | `GET /admin/tasks/{id}/events?since=S&limit=N&wait_ms=W` | the task's events after `S` (history from the backend, then the live tail), as `{"events": [{"type", "data"}], "last_seq", "ended"}`; waits up to `W` ms (default 100) for more when it reaches the live end — *extension* |
 //!
 //! The extensions let an operator (and the end-to-end tests) drive tasks without a browser; they
@@ -69,6 +69,18 @@ fn hub_error(e: &HubError) -> Resp {
     error(status, e.code(), e.to_string())
 }
 
+/// The answer to a refused `input` or `stop`. A task no longer in the hub's memory is either
+/// unknown (404) or over and stored in the backend (409, as while its end was being stored):
+/// the answer must not depend on how fast the backend made the end durable.
+async fn command_error(svc: &AgentService, id: &str, e: HubError) -> Resp {
+    if let HubError::UnknownTask(_) = e {
+        if let Ok(Some(_)) = svc.hub().persist().task(id).await {
+            return hub_error(&HubError::TaskEnded(id.to_string()));
+        }
+    }
+    hub_error(&e)
+}
+
 async fn body(req: Request<Incoming>) -> Result<Bytes, Resp> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => Ok(b.to_bytes()),
@@ -112,12 +124,12 @@ pub async fn handle(req: Request<Incoming>, state: &Arc<GatewayState>) -> Resp {
                     };
                     match svc.hub().input(&id, data, close) {
                         Ok(()) => json_response(StatusCode::OK, json!({"task_id": id})),
-                        Err(e) => hub_error(&e),
+                        Err(e) => command_error(&svc, &id, e).await,
                     }
                 }
                 (Method::POST, "stop") => match svc.hub().stop(id) {
                     Ok(()) => json_response(StatusCode::OK, json!({"task_id": id})),
-                    Err(e) => hub_error(&e),
+                    Err(e) => command_error(&svc, id, e).await,
                 },
                 (Method::GET, "events") => events(&req, &svc, id).await,
                 _ => error(

@@ -77,6 +77,7 @@ async fn each_kind_of_bad_credentials_is_auth_001() {
     drop(a);
     // The refused connections were closed by the gateway (nothing left registered or open).
     wait_agents(&gw, &[]).await;
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,6 +94,7 @@ async fn unsupported_protocol_version_and_bad_fields_are_param_001() {
     caps.capabilities = vec![String::new()];
     let (code, _) = refused(AgentClient::connect_quic(&ep, &caps).await);
     assert_eq!(code, "PARAM_001");
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,4 +140,5 @@ async fn reload_rereads_keys_and_disconnects_removed_agents() {
     let (code, _) = refused(AgentClient::connect_quic(&endpoint(&gw), &keys[0].spec()).await);
     assert_eq!(code, "AUTH_001");
     let _ = Duration::ZERO;
+    assert_no_lost_writes(&gw);
 }

@@ -74,6 +74,7 @@ async fn by_capability_or_agent_001() {
         (400, Some("PARAM_001")),
         "{body}"
     );
+    assert_no_lost_writes(&gw);
 }
 
 fn cost(agent: &Value) -> f64 {
@@ -131,6 +132,7 @@ async fn to_the_cheaper_of_two_agents() {
             "equal RTTs: the idle agent"
         );
     }
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,6 +173,7 @@ async fn queued_by_priority_then_fifo_when_all_are_busy() {
         }
     }
     assert_eq!(order, ["high-1", "high-2", "mid", "low"]);
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +230,8 @@ async fn input_reaches_the_agent_and_stop_ends_the_task() {
     let url = gw.admin_url(&format!("/admin/tasks/{task}/stop"));
     assert_eq!(
         hub::admin_post(&url, b"").await.expect("stop").0,
-        404,
-        "the task is over"
+        409,
+        "the task is over (in memory or only in the backend)"
     );
+    assert_no_lost_writes(&gw);
 }

@@ -75,6 +75,7 @@ async fn register_run_a_task_and_read_its_events() {
     drop(agent);
     wait_agents(&gw, &[]).await;
     let _ = Duration::ZERO;
+    assert_no_lost_writes(&gw);
 }
 
 /// The error a stream or connection ended with.
@@ -151,6 +152,7 @@ async fn bad_first_frames_and_garbage_close_the_connection() {
     // The gateway is fine: a good agent still registers.
     let _ok = connect(&gw, &keys[0]).await;
     wait_agents(&gw, &["worker-1"]).await;
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,6 +234,7 @@ async fn task_stream_rule_breaks_fail_the_task_with_a_clear_error() {
     // The connection survived all of it.
     wait_agents(&gw, &["worker-1"]).await;
     assert!(metric(&gw, "orchestra_agent_protocol_errors_total ").await >= 3.0);
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,6 +288,7 @@ async fn missed_heartbeats_close_the_connection_and_a_duplicate_id_replaces() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_agents(&gw, &["worker-1"]).await;
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,4 +334,5 @@ async fn ten_thousand_lines_arrive_complete_and_in_order_on_two_tasks_at_once() 
             .collect();
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     }
+    assert_no_lost_writes(&gw);
 }

@@ -100,6 +100,7 @@ async fn resume_after_a_lost_connection_stores_every_line_once() {
     assert_eq!(lines.len(), 300);
     assert!(lines.values().all(|n| *n == 1));
     assert_eq!(ev.last().expect("end")["data"]["status"], "completed");
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,4 +150,5 @@ async fn an_agent_that_does_not_come_back_fails_its_task_after_the_grace() {
         .unwrap_or_default()
         .to_string();
     assert!(reason.contains("without the task"), "{reason}");
+    assert_no_lost_writes(&gw);
 }

@@ -69,6 +69,7 @@ async fn a_task_over_websocket() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("registered with a bad key"),
     }
+    assert_no_lost_writes(&gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,4 +135,5 @@ async fn text_and_malformed_messages_close_the_websocket() {
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("PARAM_001"));
     wait_agents(&gw, &[]).await;
+    assert_no_lost_writes(&gw);
 }

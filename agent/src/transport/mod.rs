@@ -10,6 +10,10 @@
 //!   bounded, so a slow connection pushes back on the sender; [`StreamTx::reserve`] waits for
 //!   room without committing to a frame, so a task can wait for room and for acks at once.
 //!
+//! Every frame received from the gateway, on any stream, marks the connection as heard from
+//! ([`LastHeard`], read with [`Link::last_heard`]): acks on a busy task stream are signs of life
+//! as good as a pong on the control stream.
+//!
 //! Frames travel encoded (the protobuf bytes of a `Frame`, without the length prefix): the
 //! agent encodes an output event once, holds those bytes until the gateway acks them, and may
 //! send them again after a reconnect.
@@ -17,7 +21,9 @@
 pub mod quic;
 pub mod ws;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use orchestra_proto::v1::Frame;
@@ -31,6 +37,44 @@ pub(crate) const STREAM_QUEUE: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the connection to the gateway is closed")]
 pub struct Closed;
+
+/// When a frame last arrived from the gateway on any stream of one connection: one atomic
+/// the transport's readers store to and the session loads from (no lock per frame). Measured on
+/// tokio's clock, so tests with a paused clock control it.
+#[derive(Debug, Clone)]
+pub struct LastHeard {
+    base: tokio::time::Instant,
+    /// Milliseconds after `base` of the last frame.
+    at_ms: Arc<AtomicU64>,
+}
+
+impl LastHeard {
+    /// Heard from now (a connection just established).
+    pub fn new() -> Self {
+        LastHeard {
+            base: tokio::time::Instant::now(),
+            at_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A frame arrived.
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last frame (or since the connection was established).
+    pub fn elapsed(&self) -> Duration {
+        let at = Duration::from_millis(self.at_ms.load(Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(at)
+    }
+}
+
+impl Default for LastHeard {
+    fn default() -> Self {
+        LastHeard::new()
+    }
+}
 
 /// One message for a stream's writer.
 #[derive(Debug)]
@@ -176,6 +220,14 @@ impl Link {
         match self {
             Link::Quic(l) => l.close(reason),
             Link::Ws(l) => l.close(reason),
+        }
+    }
+
+    /// When the gateway was last heard from, on any stream of this connection.
+    pub fn last_heard(&self) -> &LastHeard {
+        match self {
+            Link::Quic(l) => l.last_heard(),
+            Link::Ws(l) => l.last_heard(),
         }
     }
 

@@ -18,7 +18,9 @@ use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use tokio::sync::mpsc;
 
-use super::{resolve, Closed, ConnectError, Outbound, Stream, StreamRx, StreamTx, STREAM_QUEUE};
+use super::{
+    resolve, Closed, ConnectError, LastHeard, Outbound, Stream, StreamRx, StreamTx, STREAM_QUEUE,
+};
 use crate::config::AgentConfig;
 use crate::tls;
 
@@ -82,6 +84,7 @@ impl QuicConnector {
                 conn,
                 _endpoint: endpoint,
                 peer: addr,
+                heard: LastHeard::new(),
             })
         };
         tokio::time::timeout(self.timeout, attempt)
@@ -111,17 +114,18 @@ pub struct QuicLink {
     // Keeps the UDP socket's driver alive for as long as the connection.
     _endpoint: quinn::Endpoint,
     peer: SocketAddr,
+    heard: LastHeard,
 }
 
 impl QuicLink {
     pub(crate) async fn open(&self) -> Result<Stream, Closed> {
         let (send, recv) = self.conn.open_bi().await.map_err(|_| Closed)?;
-        Ok(spawn_stream(send, recv))
+        Ok(spawn_stream(send, recv, self.heard.clone()))
     }
 
     pub(crate) async fn accept(&self) -> Option<Stream> {
         let (send, recv) = self.conn.accept_bi().await.ok()?;
-        Some(spawn_stream(send, recv))
+        Some(spawn_stream(send, recv, self.heard.clone()))
     }
 
     pub(crate) fn close(&self, reason: &str) {
@@ -131,14 +135,18 @@ impl QuicLink {
     pub(crate) fn peer(&self) -> String {
         self.peer.to_string()
     }
+
+    pub(crate) fn last_heard(&self) -> &LastHeard {
+        &self.heard
+    }
 }
 
-fn spawn_stream(send: quinn::SendStream, recv: quinn::RecvStream) -> Stream {
+fn spawn_stream(send: quinn::SendStream, recv: quinn::RecvStream, heard: LastHeard) -> Stream {
     let (out_tx, out_rx) = mpsc::channel(STREAM_QUEUE);
     let (in_tx, in_rx) = mpsc::channel(STREAM_QUEUE);
     let tx = StreamTx::new(out_tx, Arc::from(""));
     tokio::spawn(write_loop(send, out_rx));
-    tokio::spawn(read_loop(recv, in_tx, tx.clone()));
+    tokio::spawn(read_loop(recv, in_tx, tx.clone(), heard));
     Stream {
         tx,
         rx: StreamRx::new(in_rx),
@@ -164,11 +172,17 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Outbound
     let _ = send.finish();
 }
 
-async fn read_loop(recv: quinn::RecvStream, frames: mpsc::Sender<Frame>, tx: StreamTx) {
+async fn read_loop(
+    recv: quinn::RecvStream,
+    frames: mpsc::Sender<Frame>,
+    tx: StreamTx,
+    heard: LastHeard,
+) {
     let mut reader = FrameReader::new(recv);
     loop {
         match reader.next().await {
             Ok(Some(frame)) => {
+                heard.touch();
                 if frames.send(frame).await.is_err() {
                     return;
                 }

@@ -29,7 +29,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{resolve, Closed, ConnectError, Outbound, Stream, StreamRx, StreamTx, STREAM_QUEUE};
+use super::{
+    resolve, Closed, ConnectError, LastHeard, Outbound, Stream, StreamRx, StreamTx, STREAM_QUEUE,
+};
 use crate::config::AgentConfig;
 use crate::tls;
 
@@ -125,6 +127,7 @@ pub struct WsLink {
     accepted: mpsc::Receiver<Stream>,
     close: Arc<Notify>,
     peer: String,
+    heard: LastHeard,
 }
 
 impl WsLink {
@@ -134,14 +137,23 @@ impl WsLink {
         let (reg_tx, reg_rx) = mpsc::channel(STREAM_QUEUE);
         let (acc_tx, acc_rx) = mpsc::channel(STREAM_QUEUE);
         let close = Arc::new(Notify::new());
+        let heard = LastHeard::new();
         tokio::spawn(write_loop(sink, out_rx, close.clone()));
-        tokio::spawn(demux(source, reg_rx, acc_tx, out_tx.clone(), close.clone()));
+        tokio::spawn(demux(
+            source,
+            reg_rx,
+            acc_tx,
+            out_tx.clone(),
+            close.clone(),
+            heard.clone(),
+        ));
         WsLink {
             out: out_tx,
             register: reg_tx,
             accepted: acc_rx,
             close,
             peer,
+            heard,
         }
     }
 
@@ -169,6 +181,10 @@ impl WsLink {
 
     pub(crate) fn peer(&self) -> String {
         self.peer.clone()
+    }
+
+    pub(crate) fn last_heard(&self) -> &LastHeard {
+        &self.heard
     }
 }
 
@@ -208,6 +224,7 @@ async fn demux(
     accepted: mpsc::Sender<Stream>,
     out: mpsc::Sender<Outbound>,
     close: Arc<Notify>,
+    heard: LastHeard,
 ) {
     let mut streams: HashMap<Arc<str>, mpsc::Sender<Frame>> = HashMap::new();
     loop {
@@ -218,7 +235,10 @@ async fn demux(
             }
             msg = source.next() => {
                 let bytes = match msg {
-                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Binary(b))) => {
+                        heard.touch();
+                        b
+                    }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                     Some(Ok(Message::Text(_))) => {
                         tracing::warn!("text message on /agent/ws ignored; the protocol is binary");

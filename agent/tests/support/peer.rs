@@ -74,7 +74,7 @@ impl GatewayPeer {
     fn with(endpoint: quinn::Endpoint, cert: SelfSigned) -> Self {
         let addr = endpoint.local_addr().unwrap();
         let keys = AgentKeys::from_toml(&format!(
-            "[agents.{AGENT_ID}]\napi_key = \"{API_KEY}\"\nsecret = \"{SECRET}\"\n"
+            "[[agent]]\nid = \"{AGENT_ID}\"\napi_key = \"{API_KEY}\"\nsecret = \"{SECRET}\"\n"
         ))
         .unwrap();
         GatewayPeer {

@@ -38,7 +38,7 @@ impl WsPeer {
         let tls = testkit::tls::server_config(&cert, &[b"http/1.1"]).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let keys = AgentKeys::from_toml(&format!(
-            "[agents.{AGENT_ID}]\napi_key = \"{API_KEY}\"\nsecret = \"{SECRET}\"\n"
+            "[[agent]]\nid = \"{AGENT_ID}\"\napi_key = \"{API_KEY}\"\nsecret = \"{SECRET}\"\n"
         ))
         .unwrap();
         WsPeer {

@@ -139,3 +139,27 @@ pub async fn run_to_end(stream: &mut testkit::agent::TaskStream, lines: u64) -> 
     stream.tx.finish().await;
     seq
 }
+
+/// Log messages that mean a write of the hub never reached the backend: a refusal (illegal
+/// state transition, unknown task or session) or a write that could not be made durable.
+const LOST_WRITE_LOGS: [&str; 4] = [
+    "backend refused",
+    "backend write not durable",
+    "writes lost",
+    "of an unknown task",
+];
+
+/// Fails when the gateway logged a hub write the backend refused or lost (the backend's state
+/// machine and the ordered writes must accept everything the hub sends).
+pub fn assert_no_lost_writes(gw: &GatewayProcess) {
+    let logs = format!("{}{}", gw.stderr(), gw.stdout());
+    let bad: Vec<&str> = logs
+        .lines()
+        .filter(|l| LOST_WRITE_LOGS.iter().any(|n| l.contains(n)))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "writes refused or lost:\n{}",
+        bad.join("\n")
+    );
+}
