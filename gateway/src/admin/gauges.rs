@@ -2,7 +2,6 @@
 //! health and traffic, agents online, alert states, config version, requests in flight.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use crate::state::GatewayState;
 

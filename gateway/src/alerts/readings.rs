@@ -1,7 +1,6 @@
 //! Where alert values come from: the gateway's own latency registry, route status counters,
 //! upstream balancers and the agent count the hub maintains.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
