@@ -157,6 +157,7 @@ pub struct GatewayState {
     h3_port: std::sync::OnceLock<u16>,
     agents: std::sync::OnceLock<Arc<crate::agent_hub::AgentService>>,
     backend: std::sync::OnceLock<Arc<crate::backend::Backend>>,
+    realtime: std::sync::OnceLock<Arc<crate::realtime::RealtimeService>>,
 }
 
 impl GatewayState {
@@ -174,6 +175,7 @@ impl GatewayState {
             h3_port: std::sync::OnceLock::new(),
             agents: std::sync::OnceLock::new(),
             backend: std::sync::OnceLock::new(),
+            realtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -220,6 +222,16 @@ impl GatewayState {
     /// The backend client and its target, once started.
     pub fn backend(&self) -> Option<&Arc<crate::backend::Backend>> {
         self.backend.get()
+    }
+
+    /// Installs the realtime channel (at start, when the agent hub runs).
+    pub fn set_realtime(&self, svc: Arc<crate::realtime::RealtimeService>) {
+        let _ = self.realtime.set(svc);
+    }
+
+    /// The realtime channel, when the agent hub runs.
+    pub fn realtime(&self) -> Option<&Arc<crate::realtime::RealtimeService>> {
+        self.realtime.get()
     }
 
     /// Counts a request as in flight until the returned token is dropped.
