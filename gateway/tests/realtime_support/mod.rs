@@ -492,6 +492,34 @@ impl Sse {
         }
     }
 
+    /// `GET url` over TLS trusting `ca_pem` (ALPN picks HTTP/2); also returns the version.
+    pub async fn get_tls(
+        url: &str,
+        headers: &[(&str, String)],
+        ca_pem: &[u8],
+    ) -> (Sse, http::Version) {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("CA"))
+            .build()
+            .expect("client");
+        let mut req = client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.expect("SSE request");
+        let version = resp.version();
+        (
+            Sse {
+                status: resp.status().as_u16(),
+                headers: resp.headers().clone(),
+                resp: Some(resp),
+                buf: String::new(),
+            },
+            version,
+        )
+    }
+
     /// The body of a refusal.
     pub async fn body(mut self) -> Value {
         let resp = self.resp.take().expect("response");
