@@ -24,7 +24,7 @@ async fn sse_over_http1_resumes_with_last_event_id_without_gap_or_duplicate() {
         stack.gw.http_addr()
     );
     let auth = ("authorization", format!("Bearer {}", token("erin")));
-    let mut sse = Sse::get(&url, &[auth.clone()], false).await;
+    let mut sse = Sse::get(&url, std::slice::from_ref(&auth), false).await;
     assert_eq!(sse.status, 200);
     assert_eq!(sse.headers["content-type"], "text/event-stream");
     assert_eq!(sse.headers["cache-control"], "no-cache");
