@@ -1,6 +1,7 @@
 //! What `/ws` and the event stream do with bad input: malformed, unknown, incomplete, mistyped
 //! and oversized messages (`PARAM_001`, the connection stays usable), a message beyond the
-//! hard cap (closed), and missing, forged and expired tokens on each of the three carriers.
+//! hard cap (closed), missing, forged and expired tokens on each of the three carriers, and the
+//! route's plugin chain applied before the channel.
 
 mod realtime_support;
 
@@ -168,4 +169,42 @@ async fn each_token_carrier_accepts_a_valid_token_and_refuses_missing_forged_and
     h.push(("last-event-id", "garbage".into()));
     let r = Sse::get(&format!("{sse_url}?task_id=nope"), &h, false).await;
     assert_eq!(r.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_plugin_chain_runs_before_the_realtime_channel() {
+    let stack = Stack::start(Opts {
+        agents: Vec::new(),
+        route_plugins: vec!["deny-local".into()],
+        extra: "[plugins.deny-local]\nkind = \"ip_filter\"\ndeny = [\"127.0.0.1/32\"]\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let err = Ws::connect(&stack.ws_url(), Carrier::Header(&token("zed")))
+        .await
+        .err()
+        .expect("refused by ip_filter");
+    assert!(
+        err.starts_with("HTTP 403") && err.contains("AUTH_001"),
+        "{err}"
+    );
+    let url = format!(
+        "http://{}/api/events/stream?task_id=x",
+        stack.gw.http_addr()
+    );
+    let r = Sse::get(
+        &url,
+        &[("authorization", format!("Bearer {}", token("zed")))],
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let body = r.body().await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not allowed"),
+        "the ip_filter refusal, not the realtime one: {body}"
+    );
 }

@@ -160,7 +160,7 @@ fn frame(out: Out, delivered: &mut fanout::Delivered) -> Option<Message> {
             if !delivered.admit(&e) {
                 return None;
             }
-            bytes::Bytes::from(e.to_message())
+            e.message_bytes()
         }
         Out::Message(reply) => reply.to_message(),
         Out::TaskDone(_) => return None,

@@ -69,6 +69,10 @@ pub struct Opts {
     pub realtime: String,
     /// With `[realtime] auth`.
     pub auth: bool,
+    /// Plugins of both realtime routes, and their `[plugins.*]` tables.
+    pub route_plugins: Vec<String>,
+    /// Extra config (plugin tables).
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -78,6 +82,8 @@ impl Default for Opts {
             agents_section: String::new(),
             realtime: String::new(),
             auth: true,
+            route_plugins: Vec::new(),
+            extra: String::new(),
         }
     }
 }
@@ -101,11 +107,17 @@ fn body(opts: &Opts) -> String {
     } else {
         (String::new(), "")
     };
+    let list: Vec<String> = opts
+        .route_plugins
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect();
+    let plugins = format!("plugins = [{}]", list.join(", "));
     format!(
-        "[realtime]\n{auth}{}\n\n{plugin}\
-         [[routes]]\nname = \"realtime-ws\"\nmatch = {{ path = \"/ws\" }}\nserve = \"realtime\"\n\n\
-         [[routes]]\nname = \"events\"\nmatch = {{ path = \"/api/events/stream\" }}\nserve = \"realtime\"\n",
-        opts.realtime
+        "[realtime]\n{auth}{}\n\n{plugin}{}\n\
+         [[routes]]\nname = \"realtime-ws\"\nmatch = {{ path = \"/ws\" }}\nserve = \"realtime\"\n{plugins}\n\n\
+         [[routes]]\nname = \"events\"\nmatch = {{ path = \"/api/events/stream\" }}\nserve = \"realtime\"\n{plugins}\n",
+        opts.realtime, opts.extra
     )
 }
 
