@@ -30,6 +30,10 @@ use crate::pipeline::{Pipeline, Protocol, RequestCtx};
 
 /// tungstenite refuses messages above `max_message` × this (the connection closes).
 pub const HARD_CAP_FACTOR: usize = 4;
+/// tungstenite's read buffer per connection (allocated when the connection opens).
+pub const READ_BUFFER: usize = 4 * 1024;
+/// Bytes tungstenite gathers before writing to the pipe (it writes at every flush anyway).
+pub const WRITE_BUFFER: usize = 16 * 1024;
 /// Messages written before one flush, at most.
 const WRITE_BATCH: usize = 64;
 
@@ -41,7 +45,11 @@ pub fn websocket_config(settings: &RealtimeSettings) -> WebSocketConfig {
         .max_message
         .saturating_mul(HARD_CAP_FACTOR)
         .max(4096);
+    // Small buffers: tungstenite allocates its read buffer up front (128 KiB by default), and
+    // an idle browser connection must stay cheap; messages larger than a buffer still work.
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(cap))
         .max_frame_size(Some(cap))
 }
