@@ -208,7 +208,9 @@ impl PingoraFront {
                 .await
                 .map_err(crate::ws_server::UpgradeError::into_gateway_error)
             }
-            other => Err(GatewayError::ServiceUnavailable(other.as_str())),
+            orchestra_config::Service::Realtime => {
+                crate::realtime::fronts::serve_pingora(session, &self.pipeline, ctx, ip).await
+            }
         }
     }
 }
@@ -275,7 +277,7 @@ impl ProxyHttp for PingoraFront {
             return Ok(true);
         }
         if let Some(service) = self.pipeline.service(ctx) {
-            // Services the gateway answers itself (agents over WebSocket; realtime to come).
+            // Services the gateway answers itself (agents over WebSocket; realtime WS and SSE).
             if let Err(e) = self.serve(service, session, ctx, ip).await {
                 write_error(session, &self.pipeline, ctx, e).await?;
             }

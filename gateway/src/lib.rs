@@ -11,6 +11,7 @@
 //! | [`upstream`] | how a picked target becomes a pingora `HttpPeer` (protocol, TLS, timeouts) |
 //! | [`ws_tunnel`] | WebSocket upgrades: the handshake and the byte tunnel after `101` |
 //! | [`agent_hub`] | the agent path: `orchestra-agent/1` over QUIC and `/agent/ws`, in front of the hub (`orchestra-hub`) |
+//! | [`realtime`] | the browser channel: `/ws` and SSE `/api/events/stream` (`serve = "realtime"`) over the hub |
 //! | [`ws_server`] | the gateway's own WebSocket endpoints: accept an upgrade on a pingora session, hand over a `WebSocketStream` |
 //! | [`h3`] | the HTTP/3 front: QUIC endpoint (quinn, ALPN dispatch), h3 streams through the same pipeline |
 //! | [`error`] | gateway errors, their status codes and JSON bodies |
@@ -48,6 +49,7 @@ pub mod listener;
 pub mod logging;
 pub mod monitor;
 pub mod pipeline;
+pub mod realtime;
 pub mod reload;
 pub mod request_id;
 pub mod shutdown;

@@ -220,6 +220,7 @@ fn run(path: &Path) -> ExitCode {
             tracing::warn!("[agents] without a [listeners] h3 address: agents can connect over WebSocket (routes with serve = \"agents\") only");
         }
     }
+    orchestra_gateway::realtime::install(&state, backend.client());
     tracing::info!(
         config = %path.display(),
         version = live.version,

@@ -159,6 +159,7 @@ pub struct GatewayState {
     backend: std::sync::OnceLock<Arc<crate::backend::Backend>>,
     /// Alert states and the dashboard's time series, maintained by [`crate::monitor`].
     pub monitor: crate::monitor::MonitorState,
+    realtime: std::sync::OnceLock<Arc<crate::realtime::RealtimeService>>,
 }
 
 impl GatewayState {
@@ -177,6 +178,7 @@ impl GatewayState {
             agents: std::sync::OnceLock::new(),
             backend: std::sync::OnceLock::new(),
             monitor: crate::monitor::MonitorState::default(),
+            realtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -229,6 +231,16 @@ impl GatewayState {
     /// The backend client and its target, once started.
     pub fn backend(&self) -> Option<&Arc<crate::backend::Backend>> {
         self.backend.get()
+    }
+
+    /// Installs the realtime channel (at start, when the agent hub runs).
+    pub fn set_realtime(&self, svc: Arc<crate::realtime::RealtimeService>) {
+        let _ = self.realtime.set(svc);
+    }
+
+    /// The realtime channel, when the agent hub runs.
+    pub fn realtime(&self) -> Option<&Arc<crate::realtime::RealtimeService>> {
+        self.realtime.get()
     }
 
     /// Counts a request as in flight until the returned token is dropped.

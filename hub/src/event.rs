@@ -51,7 +51,7 @@ impl EventKind {
 }
 
 /// One event of a task, shared (`Arc`) by the ring and every subscriber.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// The task.
     pub task_id: Arc<str>,
@@ -61,9 +61,40 @@ pub struct Event {
     pub kind: EventKind,
     /// The `data` object, serialized (`{"seq": .., "task_id": .., ...}`).
     pub data: Bytes,
+    /// [`Event::message_bytes`], built on first use and shared by every subscriber.
+    message: std::sync::OnceLock<Bytes>,
+}
+
+/// Equal when task, seq, kind and data are (the cached message does not count).
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        self.task_id == other.task_id
+            && self.seq == other.seq
+            && self.kind == other.kind
+            && self.data == other.data
+    }
 }
 
 impl Event {
+    /// An event of `task_id`.
+    pub fn new(task_id: Arc<str>, seq: u64, kind: EventKind, data: Bytes) -> Event {
+        Event {
+            task_id,
+            seq,
+            kind,
+            data,
+            message: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// [`Event::to_message`] built once per event and shared (a realtime WebSocket sends the
+    /// same bytes to every subscriber).
+    pub fn message_bytes(&self) -> Bytes {
+        self.message
+            .get_or_init(|| Bytes::from(self.to_message()))
+            .clone()
+    }
+
     /// The realtime message `{"type": KIND, "data": DATA}` (no client `id`: events are not
     /// replies).
     pub fn to_message(&self) -> Vec<u8> {
@@ -82,12 +113,12 @@ impl Event {
         task_id: &Arc<str>,
         stored: &orchestra_backend::model::Event,
     ) -> Option<Event> {
-        Some(Event {
-            task_id: Arc::clone(task_id),
-            seq: stored.seq,
-            kind: EventKind::parse(&stored.kind)?,
-            data: Bytes::from(serde_json::to_vec(&stored.data).ok()?),
-        })
+        Some(Event::new(
+            Arc::clone(task_id),
+            stored.seq,
+            EventKind::parse(&stored.kind)?,
+            Bytes::from(serde_json::to_vec(&stored.data).ok()?),
+        ))
     }
 }
 
@@ -134,12 +165,12 @@ fn build(task_id: &Arc<str>, seq: u64, kind: EventKind, data: Map<String, Value>
     // Serializing a `Value` cannot fail (its keys are strings).
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
     Built {
-        event: Arc::new(Event {
-            task_id: Arc::clone(task_id),
+        event: Arc::new(Event::new(
+            Arc::clone(task_id),
             seq,
             kind,
-            data: Bytes::from(bytes),
-        }),
+            Bytes::from(bytes),
+        )),
         stored: NewEvent {
             seq,
             kind: kind.as_str().to_string(),

@@ -49,6 +49,11 @@ pub enum ModeCmd {
     /// N Server-Sent Events subscribers: events/s, and per-event latency when an event's data
     /// carries "ts_us":<unix µs> (or "ts_ms") from the sender's clock.
     Sse(SseArgs),
+    /// Start one task through the gateway's realtime channel (/ws) and print its output; with
+    /// --repeat N, measure worker:start -> first output instead.
+    Task(TaskArgs),
+    /// One task's output fanned out to N /ws subscribers: events/s delivered and latency.
+    Fanout(FanoutArgs),
     /// Simulated agents over QUIC (orchestra-agent/1): gateway memory per agent and idle CPU,
     /// task dispatch latency, one task's output throughput into the backend.
     Agents(AgentsArgs),
@@ -64,6 +69,8 @@ impl ModeCmd {
             ModeCmd::WsHold(a) => &a.common,
             ModeCmd::Sse(a) => &a.common,
             ModeCmd::Agents(a) => &a.common,
+            ModeCmd::Task(a) => &a.common,
+            ModeCmd::Fanout(a) => &a.common,
         }
     }
 }
@@ -435,4 +442,81 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// How the realtime modes authenticate (`[realtime] auth`).
+#[derive(Debug, Clone, Args)]
+pub struct RealtimeAuthArgs {
+    /// Bearer token to send.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Mint an HS256 token (valid 1 h) with the secret in this file (the jwt plugin's
+    /// `secret_file`; ./scripts/setup writes config/dev-jwt.secret).
+    #[arg(long, value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// The `sub` of a minted token.
+    #[arg(long, default_value = "dev")]
+    pub sub: String,
+}
+
+/// `task` flags.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    /// The realtime WebSocket URL.
+    #[arg(long, short = 'u', default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// The tool.
+    #[arg(long, default_value = "custom")]
+    pub tool: String,
+    /// Run on this agent only.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Join this session (default: a new one).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Give up when no event arrives for this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Run the task N times without printing its output, and report worker:start -> first
+    /// output beside the local spawn time of `bash -c PROMPT`.
+    #[arg(long, default_value_t = 0)]
+    pub repeat: usize,
+    /// The prompt (joined with spaces).
+    #[arg(required = true, trailing_var_arg = true)]
+    pub prompt: Vec<String>,
+    #[command(flatten)]
+    pub auth: RealtimeAuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `fanout` flags.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// The realtime WebSocket URL.
+    #[arg(long, short = 'u', default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Subscribers.
+    #[arg(long = "subscribers", short = 'c', default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Lines the task prints.
+    #[arg(long, short = 'n', default_value_t = 2000)]
+    pub events: u64,
+    /// Lines per second (default: as fast as python3 prints).
+    #[arg(long, short = 'r')]
+    pub rate: Option<f64>,
+    /// Run on this agent only.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// A subscriber gives up when no message arrives for this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub auth: RealtimeAuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }

@@ -316,6 +316,20 @@ impl BackendClient {
         self.get(format!("/v1/tasks/{}", segment(id))).await
     }
 
+    /// Tasks of session `session_id` (first page of at most `limit`, in id order).
+    pub async fn session_tasks(
+        &self,
+        session_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Task>, ClientError> {
+        let path = format!("/v1/tasks?session_id={}&limit={limit}", segment(session_id));
+        Ok(self
+            .get::<crate::model::TaskList>(path)
+            .await?
+            .map(|p| p.tasks)
+            .unwrap_or_default())
+    }
+
     /// Session `id`, `None` when the backend does not know it.
     pub async fn session(&self, id: &str) -> Result<Option<Session>, ClientError> {
         self.get(format!("/v1/sessions/{}", segment(id))).await

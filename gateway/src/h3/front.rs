@@ -225,8 +225,25 @@ impl H3Front {
             return self.write_error(send, ctx, e, head_only).await;
         }
         if let Some(service) = self.pipeline.service(ctx) {
-            // Services plug in here (realtime SSE over HTTP/3).
-            let e = GatewayError::ServiceUnavailable(service.as_str());
+            let e = match service {
+                orchestra_config::Service::Realtime => {
+                    let served = crate::realtime::fronts::serve_h3(
+                        send,
+                        &self.pipeline,
+                        ctx,
+                        &parts.method,
+                        &headers,
+                        parts.uri.query(),
+                        ip,
+                    )
+                    .await;
+                    match served {
+                        Ok(sent) => return sent,
+                        Err(e) => e,
+                    }
+                }
+                other => GatewayError::ServiceUnavailable(other.as_str()),
+            };
             return self.write_error(send, ctx, e, head_only).await;
         }
         let pq = parts

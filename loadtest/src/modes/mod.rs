@@ -7,11 +7,14 @@
 //! [`Report`].
 
 pub mod agents;
+pub mod fanout;
 pub mod h1;
 pub mod h2;
 pub mod h3;
 pub mod http;
+pub mod realtime;
 pub mod sse;
+pub mod task;
 pub mod ws;
 pub mod ws_hold;
 
@@ -65,6 +68,21 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
             run_requests(driver, "ws", &a.load, 1, workers, threads, progress).await
         }
         ModeCmd::Agents(a) => agents::run(a, progress).await,
+        ModeCmd::Task(a) => {
+            let target = Target::parse(&a.url, &["ws", "wss"])?;
+            let connector = connector(&target, &a.tls, &[b"http/1.1"]).await?;
+            let url = target.url.clone();
+            Ok(Box::new(task::run(a, connector, url).await?))
+        }
+        ModeCmd::Fanout(a) => {
+            if a.subscribers == 0 {
+                return Err("-c/--subscribers must be at least 1".into());
+            }
+            let target = Target::parse(&a.url, &["ws", "wss"])?;
+            let connector = connector(&target, &a.tls, &[b"http/1.1"]).await?;
+            let url = target.url.clone();
+            Ok(Box::new(fanout::run(a, connector, url).await?))
+        }
         ModeCmd::WsHold(a) => {
             if a.connections == 0 {
                 return Err("-c/--connections must be at least 1".into());
