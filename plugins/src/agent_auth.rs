@@ -214,7 +214,11 @@ impl AgentKeys {
                 .unwrap_or_default();
             KeysFileError::Parse {
                 path: path.to_string(),
-                message: format!("{}{at}", without_quoted_values(e.message().trim())),
+                // An unknown field's name is a key, never a value: keep it.
+                message: match e.message().trim() {
+                    m if m.starts_with("unknown field") => format!("{m}{at}"),
+                    m => format!("{}{at}", without_quoted_values(m)),
+                },
             }
         })?;
         let mut agents = HashMap::with_capacity(raw.agent.len());
