@@ -30,6 +30,28 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
+/// The shipped `config/gateway.toml`, compiled. Its development secret
+/// (`config/dev-jwt.secret`, created by `./scripts/setup` and relative to the repository root)
+/// is replaced by one the test writes, so the check depends on neither the working directory nor
+/// a previous setup run.
+fn shipped_config() -> orchestra_config::Snapshot {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("dev-jwt.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").expect("write secret");
+    let text = read("config/gateway.toml");
+    assert!(
+        text.contains("\"config/dev-jwt.secret\""),
+        "the shipped config names config/dev-jwt.secret"
+    );
+    let text = text.replace(
+        "\"config/dev-jwt.secret\"",
+        &format!("{:?}", secret.display().to_string()),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).expect("write config");
+    orchestra_config::load(&path).expect("shipped config")
+}
+
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -515,7 +537,7 @@ fn assert_equivalent(rule: &AlertRule, prom: &Yaml) {
 
 #[test]
 fn prometheus_rules_are_the_shipped_gateway_rules() {
-    let shipped = orchestra_config::load(&repo("config/gateway.toml")).expect("shipped config");
+    let shipped = shipped_config();
     assert!(!shipped.alerts.is_empty());
     let rules = rules_yaml();
     let group = |name: &str| -> Vec<Yaml> {
@@ -639,7 +661,7 @@ fn systemd_unit_is_sandboxed_and_stops_within_the_drain_time() {
         one("ExecStart").contains("orchestra-gateway run -c /etc/orchestra-gateway/gateway.toml")
     );
     assert!(one("ExecReload").contains("-HUP $MAINPID"));
-    let shipped = orchestra_config::load(&repo("config/gateway.toml")).expect("shipped config");
+    let shipped = shipped_config();
     // systemd reads a bare number as seconds.
     let raw = one("TimeoutStopSec");
     let stop = parse_duration(raw)

@@ -29,7 +29,7 @@ const ADMIN_TOKEN: &str = "planted-admin-token-41c7";
 const JWT_ENV_SECRET: &str = "planted-jwt-env-secret-0123456789abcdef";
 const JWT_FILE_SECRET: &str = "planted-jwt-file-secret-0123456789abcdef";
 const AGENT_API_KEY: &str = "planted-agent-api-key-77aa";
-const AGENT_SECRET: &str = "planted-agent-hmac-secret-88bb";
+const AGENT_SECRET: &str = "planted-agent-hmac-secret-88bb-long-enough";
 const HOOK_PASSWORD: &str = "planted-hook-password-5d2e";
 const HOOK_QUERY: &str = "planted-hook-query-6f3a";
 const HOOK_HEADER: &str = "planted-hook-header-9c1b";
@@ -115,7 +115,9 @@ async fn planted_secrets_appear_in_no_output() {
     .expect("write");
     std::fs::write(
         files.path().join("agent-keys.toml"),
-        format!("[agents.worker-1]\napi_key = \"{AGENT_API_KEY}\"\nsecret = \"{AGENT_SECRET}\"\n"),
+        format!(
+            "[[agent]]\nid = \"worker-1\"\napi_key = \"{AGENT_API_KEY}\"\nsecret = \"{AGENT_SECRET}\"\n"
+        ),
     )
     .expect("write");
     let echo = EchoServer::start("e").await.expect("echo");
