@@ -41,6 +41,8 @@ mod tests {
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert_eq!(parse_size("1.5GiB"), Ok(1_610_612_736));
         assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("4MiB"), Ok(4 * 1024 * 1024));
         assert!(parse_size("0").is_err());
+        assert!(parse_size("4 MiBs").is_err());
     }
 }

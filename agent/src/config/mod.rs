@@ -11,7 +11,6 @@ mod error;
 mod raw;
 mod secret;
 pub mod tools;
-pub mod units;
 
 pub use endpoint::{GatewayAddr, Transport, Trust};
 pub use error::{ConfigError, ConfigErrors, ErrorKind, COMMAND_LINE};
@@ -187,7 +186,7 @@ fn duration(
     errors: &mut Vec<ConfigError>,
 ) -> Duration {
     let Some(v) = value else { return default };
-    match units::parse_duration(v) {
+    match orchestra_config::duration::parse_duration(v) {
         Ok(d) if d >= range.0 && d <= range.1 => d,
         Ok(_) => {
             errors.push(ConfigError::invalid(
@@ -214,7 +213,7 @@ fn size(
     errors: &mut Vec<ConfigError>,
 ) -> u64 {
     let Some(v) = value else { return default };
-    match units::parse_size(v) {
+    match orchestra_config::size::parse_size(v) {
         Ok(n) if n >= min => n,
         Ok(_) => {
             errors.push(ConfigError::invalid(
