@@ -1,13 +1,27 @@
 //! The pingora front: HTTP/1.1, HTTP/2 (h2c and TLS) and WebSocket, as a thin [`ProxyHttp`]
-//! adapter over the [`Pipeline`]. Each phase below only translates pingora's types and calls the
-//! pipeline; routing, plugins, balancing and logging happen there.
+//! adapter over the [`Pipeline`] and the attempt [`engine`]. Each phase below only translates
+//! pingora's types: routing, plugins and logging happen in the pipeline; picks, retries, error
+//! classification and outcomes in the engine; the gateway's own answers go through
+//! [`respond`] with [`PingoraWriter`].
+//!
+//! | pingora phase | engine / pipeline call |
+//! |---|---|
+//! | `new_ctx` | `Pipeline::begin` |
+//! | `request_filter` | [`DownstreamLimits`] on the session, `admit`, `builtin`, `route`, `on_request`, services, the WebSocket tunnel |
+//! | `request_body_filter` | `Pipeline::on_request_body` (`max_request_body`, body plugins) |
+//! | `upstream_peer` | [`engine::begin_attempt`] (backoff, pick) |
+//! | `fail_to_connect` | [`engine::failed`] at [`Stage::Connect`] |
+//! | `error_while_proxy` | [`engine::failed`] at [`Stage::Exchange`] |
+//! | `upstream_response_filter` | [`engine::response_head`] (retryable 5xx, outcome) |
+//! | `response_filter` | `Pipeline::on_response`, `Alt-Svc` |
+//! | `fail_to_proxy` | [`engine::classify`], [`respond::write_error`] |
+//! | `logging` | `Pipeline::finish` |
 
 use std::net::IpAddr;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
-use orchestra_lb::Failure;
 use orchestra_plugins::HeaderOps;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -15,8 +29,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::engine::respond::{self, LocalWriter};
+use crate::engine::{self, DownstreamLimits, Replay, Stage, Verdict};
 use crate::error::GatewayError;
-use crate::pipeline::{ErrorResponse, Pipeline, Protocol, RequestCtx, Scheme, Upgrade};
+use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme, Upgrade};
 use crate::upstream::http_peer;
 use crate::ws_tunnel;
 
@@ -35,17 +51,26 @@ impl PingoraFront {
 
 /// `https` when the connection is TLS.
 fn scheme(session: &Session) -> Scheme {
-    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
-        Some(_) => Scheme::Https,
-        None => Scheme::Http,
+    if is_tls(session) {
+        Scheme::Https
+    } else {
+        Scheme::Http
     }
+}
+
+/// True when the client connection is TLS.
+pub(crate) fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .is_some()
 }
 
 /// Applies `[server]`'s per-request downstream limits to the session: the body read and response
 /// write timeouts, and (HTTP/1.1) how long the connection may wait for the next request.
 /// `header_read_timeout` and `max_connections` are enforced by the listener (see `listener.rs`).
 fn apply_limits(session: &mut Session, ctx: &RequestCtx) {
-    let limits = &ctx.snapshot.server.limits;
+    let limits = DownstreamLimits::of(ctx);
     session.set_read_timeout(Some(limits.body_read_timeout));
     session.set_write_timeout(Some(limits.write_timeout));
     if session.get_keepalive().is_some() {
@@ -92,87 +117,61 @@ macro_rules! pingora_header_ops {
 pingora_header_ops!(PingoraRequestHeaders);
 pingora_header_ops!(PingoraResponseHeaders);
 
-/// `Alt-Svc: h3=":PORT"; ma=86400` for responses over TLS while HTTP/3 is on and
-/// `[listeners] alt_svc` is true (the default).
-fn alt_svc(session: &Session, pipeline: &Pipeline, ctx: &RequestCtx) -> Option<HeaderValue> {
-    // The port the QUIC endpoint actually bound at start: a reload cannot move it.
-    let port = pipeline
-        .state()
-        .h3_port()
-        .filter(|_| ctx.snapshot.listeners.alt_svc)?;
-    session.digest()?.ssl_digest.as_ref()?;
-    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
+/// Whether the request may be sent again: an idempotent method whose body (if any) pingora
+/// still holds in its retry buffer.
+fn replay(session: &Session) -> Replay {
+    Replay {
+        idempotent: session.req_header().method.is_idempotent(),
+        body_replayable: !session.as_ref().retry_buffer_truncated(),
+    }
 }
 
-/// Writes a complete gateway-generated response.
-async fn write_local(
-    session: &mut Session,
-    pipeline: &Pipeline,
-    ctx: &RequestCtx,
-    status: StatusCode,
-    headers: &[(HeaderName, HeaderValue)],
-    body: Bytes,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
-    for (n, v) in headers {
-        resp.append_header(n.clone(), v.clone())?;
+/// The pingora session as a [`LocalWriter`] (HTTP/1.1 and HTTP/2).
+pub struct PingoraWriter<'a>(pub &'a mut Session);
+
+impl LocalWriter for PingoraWriter<'_> {
+    type Error = Box<Error>;
+
+    fn head_only(&self) -> bool {
+        self.0.req_header().method == http::Method::HEAD
     }
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    pipeline.on_response(ctx, status, &mut PingoraResponseHeaders(&mut resp));
-    if let Some(v) = alt_svc(session, pipeline, ctx) {
-        resp.insert_header(http::header::ALT_SVC, v)?;
+
+    fn may_advertise_h3(&self) -> bool {
+        is_tls(self.0)
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
+
+    async fn write(
+        &mut self,
+        status: StatusCode,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(status, Some(headers.len()))?;
+        for (n, v) in headers.iter() {
+            resp.append_header(n.clone(), v.clone())?;
+        }
+        let head_only = self.head_only();
+        self.0
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            self.0.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
+/// Answers `err` on the session with the gateway's error response.
 async fn write_error(
     session: &mut Session,
     pipeline: &Pipeline,
     ctx: &mut RequestCtx,
     err: GatewayError,
 ) -> Result<()> {
-    let ErrorResponse {
-        status,
-        headers,
-        body,
-    } = pipeline.error_response(ctx, err);
-    write_local(session, pipeline, ctx, status, &headers, body).await
-}
-
-/// True when the request may be sent again: an idempotent method whose body (if any) pingora
-/// still holds in its retry buffer.
-fn retry_safe(session: &Session) -> bool {
-    session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
-}
-
-/// Maps a pingora proxy error to the gateway's error for the client.
-fn classify(e: &Error, ctx: &RequestCtx) -> Option<GatewayError> {
-    let upstream = ctx
-        .picked
-        .as_ref()
-        .map(|p| p.upstream.name.to_string())
-        .unwrap_or_default();
-    match (e.esource(), e.etype()) {
-        (_, ErrorType::HTTPStatus(code)) if *code == 400 => {
-            Some(GatewayError::BadRequest("malformed request".into()))
-        }
-        (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
-            Some(GatewayError::UpstreamTimeout { upstream })
-        }
-        (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable {
-            upstream,
-            reason: e.etype().as_str().to_string(),
-        }),
-        (ErrorSource::Downstream, _) => None,
-        _ => Some(GatewayError::Internal(e.etype().as_str().to_string())),
-    }
+    respond::write_error(&mut PingoraWriter(session), pipeline, ctx, err)
+        .await
+        .map(drop)
+        .map_err(|f| f.error)
 }
 
 impl PingoraFront {
@@ -249,19 +248,10 @@ impl ProxyHttp for PingoraFront {
                 ctx.protocol = Protocol::Ws;
             }
             if let Some(local) = self.pipeline.builtin(&head) {
-                let json = [(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )];
-                write_local(
-                    session,
-                    &self.pipeline,
-                    ctx,
-                    local.status,
-                    &json,
-                    local.body,
-                )
-                .await?;
+                let mut writer = PingoraWriter(session);
+                respond::write_builtin(&mut writer, &self.pipeline, ctx, local)
+                    .await
+                    .map_err(|f| f.error)?;
                 return Ok(true);
             }
             if let Err(e) = self.pipeline.route(ctx, &head) {
@@ -318,10 +308,7 @@ impl ProxyHttp for PingoraFront {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        if let Some(delay) = ctx.upstream().and_then(|u| ctx.attempts.backoff(u)) {
-            tokio::time::sleep(delay).await;
-        }
-        match self.pipeline.pick(ctx) {
+        match engine::begin_attempt(ctx).await {
             Ok(p) => Ok(http_peer(&p.upstream, p.addr, session.is_upgrade_req())),
             Err(e) => {
                 let status = e.status().as_u16();
@@ -364,19 +351,20 @@ impl ProxyHttp for PingoraFront {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        if status >= 500 && ctx.protocol != Protocol::Ws {
-            let idempotent = retry_safe(session);
-            if self
-                .pipeline
-                .attempt_failed(ctx, Failure::Status(status), idempotent)
-            {
-                let mut e =
-                    Error::explain(ErrorType::HTTPStatus(status), "retrying upstream status");
-                e.set_retry(true);
-                return Err(e);
-            }
+        // Upgrades reach this phase only for TLS upstreams (pingora's own upgrade path, see
+        // `ws_tunnel`): pingora cannot replay an upgrade request, so a 5xx is relayed as is.
+        let replay = match ctx.protocol {
+            Protocol::Ws => Replay {
+                idempotent: false,
+                body_replayable: false,
+            },
+            _ => replay(session),
+        };
+        if engine::response_head(&self.pipeline, ctx, status, replay) {
+            let mut e = Error::explain(ErrorType::HTTPStatus(status), "retrying upstream status");
+            e.set_retry(true);
+            return Err(e);
         }
-        self.pipeline.upstream_responded(ctx, status);
         Ok(())
     }
 
@@ -389,7 +377,7 @@ impl ProxyHttp for PingoraFront {
         let status = resp.status;
         self.pipeline
             .on_response(ctx, status, &mut PingoraResponseHeaders(resp));
-        if let Some(v) = alt_svc(session, &self.pipeline, ctx) {
+        if let Some(v) = respond::alt_svc(&self.pipeline, ctx, is_tls(session)) {
             resp.insert_header(http::header::ALT_SVC, v)?;
         }
         Ok(())
@@ -398,15 +386,12 @@ impl ProxyHttp for PingoraFront {
     /// A connect failure: nothing was sent, so any method may be retried when the policy says so.
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if self
-            .pipeline
-            .attempt_failed(ctx, Failure::ConnectFailure, true)
-        {
+        if let Verdict::Retry = engine::failed(ctx, &e, Stage::Connect, replay(session)) {
             e.set_retry(true);
         }
         e
@@ -423,14 +408,11 @@ impl ProxyHttp for PingoraFront {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let failure = match e.etype() {
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
-            _ => Failure::Reset,
-        };
-        let replayable = retry_safe(session);
-        if self.pipeline.attempt_failed(ctx, failure, replayable) && replayable {
+        let replay = replay(session);
+        let verdict = engine::failed(ctx, &e, Stage::Exchange, replay);
+        if let Verdict::Retry = verdict {
             e.set_retry(true);
-        } else if !replayable {
+        } else if !replay.replayable() {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -444,7 +426,10 @@ impl ProxyHttp for PingoraFront {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let err = ctx.error.take().or_else(|| classify(e, ctx));
+        let err = ctx
+            .error
+            .take()
+            .or_else(|| engine::classify(e, engine::upstream_name(ctx)).error);
         if matches!(
             err,
             Some(GatewayError::UpstreamTimeout { .. } | GatewayError::UpstreamUnavailable { .. })

@@ -6,8 +6,8 @@
 //! |---|---|
 //! | [`listener`] | binds the sockets (HTTP/1.1 + h2c, TLS with ALPN h2/http/1.1) on pingora's server |
 //! | [`front`] | the pingora `ProxyHttp` adapter: translates pingora phases into pipeline calls |
-//! | [`pipeline`] | the protocol-agnostic request pipeline: route → plugins → pick → upstream → record |
-//! | [`attempt`] | upstream attempts: circuit breaker, retry budget, balancer outcomes, retries |
+//! | [`pipeline`] | the protocol-agnostic request pipeline: admit → route → plugins → [engine] → record |
+//! | [`engine`] | the upstream attempt engine every front drives: pick, breaker/budget, error classification, retries and backoff, outcomes, the gateway's own answers |
 //! | [`upstream`] | how a picked target becomes a pingora `HttpPeer` (protocol, TLS, timeouts) |
 //! | [`ws_tunnel`] | WebSocket upgrades: the handshake and the byte tunnel after `101` |
 //! | [`agent_hub`] | the agent path: `orchestra-agent/1` over QUIC and `/agent/ws`, in front of the hub (`orchestra-hub`) |
@@ -38,9 +38,9 @@ pub mod admin_agents;
 pub mod admin_client;
 pub mod agent_hub;
 pub mod alerts;
-pub mod attempt;
 pub mod backend;
 pub mod dashboard;
+pub mod engine;
 pub mod error;
 pub mod front;
 pub mod h3;

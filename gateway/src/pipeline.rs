@@ -1,11 +1,14 @@
-//! The request pipeline every front calls: one code path for HTTP/1.1, HTTP/2, WebSocket and
-//! (later) HTTP/3.
+//! The request pipeline every front calls: one code path for HTTP/1.1, HTTP/2, HTTP/3 and
+//! WebSocket.
 //!
 //! ```text
-//! begin ─► builtin? ─► route ─► on_request (plugins, identity headers) ─► pick ─► [front proxies]
+//! begin ─► builtin? ─► route ─► on_request (plugins, identity headers) ─► [engine: attempts]
 //!                                                        on_response (plugins, x-request-id) ◄─┘
 //!                                                                 finish (stats, access log) ◄─┘
 //! ```
+//!
+//! Upstream attempts (pick, retries, error classification, outcomes) are the attempt engine's
+//! (`crate::engine`); the pipeline records what they produced (`upstream_responded`, `finish`).
 //!
 //! A front owns the sockets and the protocol; it creates a [`RequestCtx`] per request with
 //! [`Pipeline::begin`], calls the phases in order, and hands header access to the pipeline through
@@ -26,13 +29,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use orchestra_config::{RouteRequest, Service, Upstream};
 use orchestra_ingress::{set_forwarded, strip_foreign_upgrade};
-use orchestra_lb::Failure;
 use orchestra_plugins::{HeaderOps, PluginCtx, Reject, RequestView};
 
 pub use orchestra_ingress::{RequestHead, Scheme, Upgrade};
 
 use crate::access_log::{self, AccessRecord};
-use crate::attempt::{self, Attempts};
+use crate::engine::attempts::{self, Attempts};
 use crate::error::GatewayError;
 use crate::request_id::{RequestIdentity, TRACEPARENT, X_REQUEST_ID};
 use crate::state::{GatewayState, InFlight, Live};
@@ -264,7 +266,7 @@ impl Pipeline {
             .and_then(|u| ctx.snapshot.upstreams.get(u))
             .and_then(|u| u.policy.hash_key.as_ref())
         {
-            ctx.attempts.hash_key = attempt::hash_of(key, head.headers, ctx.client);
+            ctx.attempts.hash_key = attempts::hash_of(key, head.headers, ctx.client);
         }
         ctx.route = Some(i);
         Ok(())
@@ -354,41 +356,11 @@ impl Pipeline {
         ctx.path_changed.then(|| ctx.path.clone())
     }
 
-    /// Picks a target of the route's upstream for one attempt (admitting the request through
-    /// the circuit breaker on the first one).
-    pub fn pick(&self, ctx: &mut RequestCtx) -> Result<Picked, GatewayError> {
-        let upstream = ctx
-            .upstream()
-            .cloned()
-            .ok_or_else(|| GatewayError::Internal("pick before route".into()))?;
-        let i = ctx.attempts.start(&upstream)?;
-        let target = upstream
-            .balancer
-            .targets()
-            .get(i)
-            .ok_or_else(|| GatewayError::Internal(format!("balancer picked target {i}")))?;
-        let picked = Picked {
-            addr: target.addr,
-            upstream: Arc::clone(&upstream),
-        };
-        ctx.picked = Some(picked.clone());
-        Ok(picked)
-    }
-
     /// Marks the arrival of the upstream's response head (upstream latency and the attempt's
     /// outcome for the balancer).
     pub fn upstream_responded(&self, ctx: &mut RequestCtx, status: u16) {
         ctx.upstream_latency = Some(ctx.started.elapsed());
         ctx.attempts.responded(status);
-    }
-
-    /// Records that the current attempt failed and decides whether to retry it.
-    pub fn attempt_failed(&self, ctx: &mut RequestCtx, failure: Failure, idempotent: bool) -> bool {
-        ctx.attempts.failed();
-        match ctx.picked.as_ref().map(|p| Arc::clone(&p.upstream)) {
-            Some(u) => ctx.attempts.should_retry(&u, failure, idempotent),
-            None => false,
-        }
     }
 
     /// Runs the response phase: `x-request-id` toward the client and the plugin chain in reverse.

@@ -160,6 +160,7 @@ pub struct GatewayState {
     /// Alert states and the dashboard's time series, maintained by [`crate::monitor`].
     pub monitor: crate::monitor::MonitorState,
     realtime: std::sync::OnceLock<Arc<crate::realtime::RealtimeService>>,
+    upstream_client: std::sync::OnceLock<crate::engine::client::UpstreamClient>,
 }
 
 impl GatewayState {
@@ -179,6 +180,7 @@ impl GatewayState {
             backend: std::sync::OnceLock::new(),
             monitor: crate::monitor::MonitorState::default(),
             realtime: std::sync::OnceLock::new(),
+            upstream_client: std::sync::OnceLock::new(),
         })
     }
 
@@ -241,6 +243,13 @@ impl GatewayState {
     /// The realtime channel, when the agent hub runs.
     pub fn realtime(&self) -> Option<&Arc<crate::realtime::RealtimeService>> {
         self.realtime.get()
+    }
+
+    /// The process's pooled upstream client for the attempts the gateway drives itself (the
+    /// HTTP/3 front), built on first use.
+    pub fn upstream_client(&self) -> &crate::engine::client::UpstreamClient {
+        self.upstream_client
+            .get_or_init(crate::engine::client::UpstreamClient::new)
     }
 
     /// Counts a request as in flight until the returned token is dropped.

@@ -1,4 +1,4 @@
-//! The certificate of the TLS listener (and, later, of the QUIC endpoint).
+//! The certificate of the TLS listener and of the QUIC endpoint (HTTP/3 and the agent protocol).
 //!
 //! With `[tls] cert/key` configured, both files are loaded and checked before any listener starts
 //! (pingora would panic on a bad file). Without them a self-signed certificate is generated with

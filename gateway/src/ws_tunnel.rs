@@ -2,17 +2,30 @@
 //!
 //! pingora 0.9 can tear an upgraded connection down right after the `101` when the upstream
 //! answers before pingora has consumed the upgrade request's empty body (pingora issue #946, fix
-//! not released). The gateway therefore drives upgrades itself, still inside the one pipeline:
-//! the route, plugins, balancer pick and access log are the same as for any request; only the
-//! transport after the pick differs.
+//! not released). The gateway therefore drives upgrades itself, still inside the one pipeline
+//! and on the attempt [`engine`]: the route, plugins, picks, retries, error classification,
+//! outcomes and the access log are the same as for any request; only the wire differs.
 //!
-//! 1. connect to the picked target (connect timeout of the upstream);
-//! 2. send the request head as the pipeline left it (identity headers, plugin edits, path rewrite);
-//! 3. read the upstream's response head (read timeout, at most [`MAX_HEAD`] bytes) and send it to
-//!    the client through the response phase;
-//! 4. on `101`, copy bytes both ways until either side closes; otherwise relay the refusal's body.
+//! Each attempt (the engine's loop, run here):
+//! 1. [`engine::begin_attempt`] (backoff, pick), then connect to the target within the
+//!    upstream's connect timeout;
+//! 2. send the request head as the pipeline left it (identity headers, plugin edits, path
+//!    rewrite);
+//! 3. read the upstream's response head (read timeout, at most [`MAX_HEAD`] bytes);
 //!
-//! Upstreams reached over TLS are proxied by pingora's own upgrade path instead.
+//! a failure in 1–3 goes to [`engine::failed`]: a connect failure is retried like on any front
+//! (nothing was sent), a reset or timeout while the head was in flight too when the policy
+//! allows it (an upgrade request is a `GET` without a body, so it is replayable), and so is a
+//! 5xx head the retry policy names ([`engine::response_head`]). Then the head goes to the client
+//! through the response phase; on `101` bytes are copied both ways until either side closes,
+//! otherwise the refusal's body is relayed.
+//!
+//! The tunnel connects with a plain `TcpStream` rather than the engine's pooled
+//! `UpstreamClient`: an upgraded connection never returns to a pool, and pingora's stream
+//! carries a read and a write buffer per connection that an idle tunnel would hold for its whole
+//! life, while the relay after `101` waits on the socket's readiness. Upstreams reached over TLS
+//! are proxied by pingora's own upgrade path instead (`front.rs` returns to pingora), where
+//! retries follow the same engine calls from pingora's phases; the issue #946 race applies there.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -21,10 +34,12 @@ use pingora::proxy::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::engine::classify::{io_error, upstream_error};
+use crate::engine::respond;
+use crate::engine::{self, Replay, Stage, Verdict};
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
 use crate::pipeline::{Pipeline, RequestCtx};
-use orchestra_lb::Failure;
 
 /// Largest upstream response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -38,13 +53,37 @@ pub fn can_tunnel(ctx: &RequestCtx) -> bool {
     ctx.upstream().is_some_and(|u| u.tls.is_none())
 }
 
-fn unavailable(ctx: &RequestCtx, reason: impl Into<String>) -> GatewayError {
-    GatewayError::UpstreamUnavailable {
-        upstream: ctx
-            .upstream()
-            .map(|u| u.name.to_string())
-            .unwrap_or_default(),
-        reason: reason.into(),
+/// An upstream response head and the bytes read past it.
+type Head = (ResponseHeader, Vec<u8>);
+
+/// Connects to the picked target, sends the head and reads the response head: one attempt.
+async fn attempt(
+    addr: std::net::SocketAddr,
+    timeouts: orchestra_config::Timeouts,
+    head: &[u8],
+) -> Result<(TcpStream, Head), (Stage, Box<pingora::Error>)> {
+    let connecting = |e: Box<pingora::Error>| (Stage::Connect, e);
+    let mut upstream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(connecting(io_error(&e, true, "connect"))),
+        Err(_) => {
+            let e = upstream_error(pingora::ErrorType::ConnectTimedout, "connect timed out");
+            return Err(connecting(e));
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let exchanging = |e: Box<pingora::Error>| (Stage::Exchange, e);
+    if let Err(e) = upstream.write_all(head).await {
+        return Err(exchanging(io_error(&e, false, "write")));
+    }
+    match tokio::time::timeout(timeouts.read, read_head(&mut upstream)).await {
+        Ok(Ok(head)) => Ok((upstream, head)),
+        Ok(Err(e)) => Err(exchanging(e)),
+        Err(_) => Err(exchanging(upstream_error(
+            pingora::ErrorType::ReadTimedout,
+            "no response head within the read timeout",
+        ))),
     }
 }
 
@@ -55,46 +94,38 @@ pub async fn run(
     pipeline: &Pipeline,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
-    let picked = pipeline.pick(ctx)?;
-    let timeouts = picked.upstream.timeouts;
-    let mut upstream =
-        match tokio::time::timeout(timeouts.connect, TcpStream::connect(picked.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                pipeline.attempt_failed(ctx, Failure::ConnectFailure, false);
-                return Err(unavailable(ctx, format!("connect: {e}")));
-            }
-            Err(_) => {
-                pipeline.attempt_failed(ctx, Failure::ConnectFailure, false);
-                return Err(unavailable(ctx, "connect timed out"));
-            }
-        };
-    let _ = upstream.set_nodelay(true);
-
     let head = request_head(session, pipeline, ctx);
-    upstream
-        .write_all(&head)
-        .await
-        .map_err(|e| unavailable(ctx, format!("write: {e}")))?;
-
-    let (resp, mut leftover) =
-        match tokio::time::timeout(timeouts.read, read_head(&mut upstream)).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(reason)) => {
-                pipeline.attempt_failed(ctx, Failure::ConnectFailure, false);
-                return Err(unavailable(ctx, reason));
+    let replay = Replay {
+        idempotent: session.req_header().method.is_idempotent(),
+        // An upgrade request has no body.
+        body_replayable: true,
+    };
+    let (mut upstream, (resp, mut leftover), timeouts) = loop {
+        let picked = engine::begin_attempt(ctx).await?;
+        let timeouts = picked.upstream.timeouts;
+        match attempt(picked.addr, timeouts, &head).await {
+            Ok((upstream, (resp, leftover))) => {
+                if engine::response_head(pipeline, ctx, resp.status.as_u16(), replay) {
+                    continue;
+                }
+                break (upstream, (resp, leftover), timeouts);
             }
-            Err(_) => {
-                pipeline.attempt_failed(ctx, Failure::ConnectFailure, false);
-                return Err(GatewayError::UpstreamTimeout {
-                    upstream: picked.upstream.name.to_string(),
-                });
-            }
-        };
-    pipeline.upstream_responded(ctx, resp.status.as_u16());
+            Err((stage, e)) => match engine::failed(ctx, &e, stage, replay) {
+                Verdict::Retry => continue,
+                Verdict::Answer(err) => return Err(err),
+            },
+        }
+    };
     let mut resp = resp;
     let status = resp.status;
     pipeline.on_response(ctx, status, &mut PingoraResponseHeaders(&mut resp));
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        let tls = crate::front::is_tls(session);
+        if let Some(v) = respond::alt_svc(pipeline, ctx, tls) {
+            resp.insert_header(http::header::ALT_SVC, v)
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        }
+    }
     let write_err =
         |e: pingora::BError| tracing::debug!(error = %e, "client went away during upgrade");
 
@@ -202,16 +233,20 @@ fn request_head(session: &Session, pipeline: &Pipeline, ctx: &RequestCtx) -> Vec
 }
 
 /// Reads and parses the upstream's response head; returns it with any bytes read past it.
-async fn read_head(upstream: &mut TcpStream) -> Result<(ResponseHeader, Vec<u8>), String> {
+async fn read_head(upstream: &mut TcpStream) -> Result<Head, Box<pingora::Error>> {
+    use pingora::ErrorType::{ConnectionClosed, InvalidHTTPHeader};
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
         let n = upstream
             .read(&mut chunk)
             .await
-            .map_err(|e| format!("read: {e}"))?;
+            .map_err(|e| io_error(&e, false, "read"))?;
         if n == 0 {
-            return Err("upstream closed before answering".into());
+            return Err(upstream_error(
+                ConnectionClosed,
+                "upstream closed before answering",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -219,17 +254,28 @@ async fn read_head(upstream: &mut TcpStream) -> Result<(ResponseHeader, Vec<u8>)
         match parsed.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
                 let code = parsed.code.unwrap_or(502);
-                let mut resp = ResponseHeader::build(code, Some(parsed.headers.len()))
-                    .map_err(|e| e.to_string())?;
+                let bad = |e: Box<pingora::Error>| e.into_up();
+                let mut resp =
+                    ResponseHeader::build(code, Some(parsed.headers.len())).map_err(bad)?;
                 for h in parsed.headers.iter() {
                     resp.append_header(h.name.to_string(), h.value)
-                        .map_err(|e| format!("bad upstream header: {e}"))?;
+                        .map_err(bad)?;
                 }
                 return Ok((resp, buf[len..].to_vec()));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) => return Err("upstream response head too large".into()),
-            Err(e) => return Err(format!("invalid upstream response: {e}")),
+            Ok(httparse::Status::Partial) => {
+                return Err(upstream_error(
+                    InvalidHTTPHeader,
+                    "upstream response head too large",
+                ))
+            }
+            Err(e) => {
+                return Err(upstream_error(
+                    InvalidHTTPHeader,
+                    format!("invalid upstream response: {e}"),
+                ))
+            }
         }
     }
 }

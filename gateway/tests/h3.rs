@@ -263,6 +263,50 @@ async fn alt_svc_on_tls_and_h3_histogram_counts() {
     client.close().await;
 }
 
+/// `Alt-Svc` is one rule for proxied and gateway-local answers: a TLS answer of the pingora
+/// front carries it whether the upstream or the gateway wrote it (`/healthz`, a 404 error), and
+/// the HTTP/3 front does not advertise itself on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alt_svc_is_one_rule_for_local_and_proxied_answers() {
+    let echo = EchoServer::start("e5").await.expect("echo");
+    let gw = start_h3_with(
+        format!(
+            "{}{}",
+            upstream("echo", &[echo.addr()], ""),
+            route("api", "path_prefix = \"/api/\"", "echo", "")
+        ),
+        true,
+    )
+    .await;
+    let port = h3_addr(&gw).port();
+    let expected = format!("h3=\":{port}\"; ma=86400");
+    let tls = tls_client(&gw, false);
+    for path in ["/api/x", "/healthz", "/no-route"] {
+        let resp = tls
+            .get(format!("https://localhost:{port}{path}"))
+            .send()
+            .await
+            .expect("h2 over TLS");
+        assert_eq!(
+            header(&resp, "alt-svc").as_deref(),
+            Some(expected.as_str()),
+            "{path} over TLS ({})",
+            resp.status()
+        );
+    }
+    let client = connect(&gw).await;
+    for (path, status) in [("/api/x", 200), ("/healthz", 200), ("/no-route", 404)] {
+        let resp = client.get(path).await.expect("h3");
+        assert_eq!(resp.status, status, "{path} over HTTP/3");
+        assert!(
+            resp.headers.get("alt-svc").is_none(),
+            "{path}: HTTP/3 does not advertise itself: {:?}",
+            resp.headers
+        );
+    }
+    client.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aioquic_client_fetches_through_the_gateway() {
     let echo = EchoServer::start("e5").await.expect("echo");

@@ -393,3 +393,99 @@ async fn reload_applies_request_limits_and_reports_listener_limits() {
     let resp = post().await.expect("post");
     assert_eq!(resp.status(), 413, "max_request_body applies at once");
 }
+
+/// The send-stall rule on HTTP/3: a client that stops reading a 100 MB response (its stream
+/// window is small, so the gateway's sends block) is cut at `write_timeout`, and the gateway
+/// releases the upstream connection, as on HTTP/1.1 above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_reader_that_stops_reading_is_cut_and_the_upstream_released() {
+    const LEN: u64 = 100 * 1024 * 1024;
+    let fire = FirehoseServer::start(LEN).await.expect("firehose");
+    let gw = gateway()
+        .h3(true)
+        .server("write_timeout = \"1s\"")
+        .config(format!(
+            "{}{}",
+            upstream("fire", &[fire.addr()], ""),
+            route("all", "path_prefix = \"/\"", "fire", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    let pem = gw.self_signed_cert_pem().expect("cert");
+    let addr = gw.https_addr().expect("h3");
+    let (endpoint, mut send, driver) = stalling_h3_client(addr, &pem).await;
+    let req = http::Request::get(format!("https://localhost:{}/big", addr.port()))
+        .body(())
+        .expect("request");
+    let mut stream = send.send_request(req).await.expect("send request");
+    stream.finish().await.expect("finish request");
+    let resp = tokio::time::timeout(WAIT, stream.recv_response())
+        .await
+        .expect("response head in time")
+        .expect("response head");
+    assert_eq!(resp.status(), 200);
+    // Stop reading: the stream window fills, the gateway's sends stall and time out.
+    tokio::time::timeout(WAIT, fire.wait_cut(1))
+        .await
+        .expect("the upstream saw its connection closed");
+    assert!(fire.bytes_written() < LEN, "the whole body went out");
+    // The stream was reset by the gateway: reading on ends with an error before 100 MB.
+    let mut received = 0u64;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.recv_data().await {
+                Ok(Some(mut chunk)) => {
+                    use bytes::Buf;
+                    let n = chunk.remaining();
+                    chunk.advance(n);
+                    received += n as u64;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the response stream was not ended");
+    assert!(received < LEN, "client received {received} bytes");
+    driver.abort();
+    endpoint.close(0u32.into(), b"done");
+}
+
+/// An HTTP/3 client whose per-stream receive window is 64 KiB, so a reader that stops reading
+/// stalls the sender quickly.
+async fn stalling_h3_client(
+    addr: SocketAddr,
+    pem: &[u8],
+) -> (
+    quinn::Endpoint,
+    h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tls = testkit::tls::client_config(pem, &[b"h3"]).expect("tls");
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut config = quinn::ClientConfig::new(std::sync::Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
+    transport.receive_window(quinn::VarInt::from_u32(256 * 1024));
+    config.transport_config(std::sync::Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("udp");
+    endpoint.set_default_client_config(config);
+    let mut last = None;
+    for _ in 0..40 {
+        match endpoint.connect(addr, "localhost").expect("connect").await {
+            Ok(conn) => {
+                let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+                    .await
+                    .expect("h3 handshake");
+                let driver = tokio::spawn(async move {
+                    let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+                });
+                return (endpoint, send, driver);
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("h3 connect: {last:?}");
+}

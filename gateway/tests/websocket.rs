@@ -115,3 +115,70 @@ async fn client_close_is_acknowledged_through_the_gateway() {
         other => panic!("expected the close echo, got {other:?}"),
     }
 }
+
+/// Upgrades run on the attempt engine like any request: with a dead target beside a live one
+/// and `retries = { on = ["connect-failure"] }`, every handshake lands on the live target (the
+/// connect failure is retried; nothing had been sent), and the echo works through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_is_retried_past_a_dead_target() {
+    let ws = WsEchoServer::start().await.expect("ws upstream");
+    let dead = testkit::net::closed_addr().expect("closed addr");
+    let gw = gateway()
+        .config(format!(
+            "{}{}",
+            upstream(
+                "realtime",
+                &[dead, ws.addr()],
+                "retries = { attempts = 2, on = [\"connect-failure\"], backoff_base = \"1ms\", \
+                 backoff_max = \"5ms\" }"
+            ),
+            route("ws", "path = \"/ws\"", "realtime", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    for i in 0..6 {
+        let (mut socket, response) =
+            tokio_tungstenite::connect_async(format!("ws://{}/ws?i={i}", gw.http_addr()))
+                .await
+                .unwrap_or_else(|e| panic!("handshake {i} retried past the dead target: {e}"));
+        assert_eq!(response.status(), 101);
+        socket
+            .send(Message::text(format!("m{i}")))
+            .await
+            .expect("send");
+        assert_eq!(
+            next_message(&mut socket).await,
+            Message::text(format!("m{i}"))
+        );
+        socket.close(None).await.expect("close");
+    }
+}
+
+/// Without a retry policy, an upgrade to a target that refuses connections is answered with the
+/// gateway's JSON 502 `UPSTREAM_UNAVAILABLE` (the same classification as any front), not a
+/// dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_a_dead_target_is_a_json_502() {
+    let dead = testkit::net::closed_addr().expect("closed addr");
+    let gw = gateway()
+        .config(format!(
+            "{}{}",
+            upstream("realtime", &[dead], ""),
+            route("ws", "path = \"/ws\"", "realtime", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http_addr()))
+        .await
+        .expect_err("no upgrade through a dead target");
+    let tokio_tungstenite::tungstenite::Error::Http(resp) = err else {
+        panic!("expected an HTTP answer, got {err:?}");
+    };
+    assert_eq!(resp.status(), 502);
+    let body = resp.body().as_deref().expect("JSON body");
+    let json: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+    assert_eq!(json["error"]["code"], "UPSTREAM_UNAVAILABLE", "{json}");
+    assert!(resp.headers().get("x-request-id").is_some());
+}

@@ -5,25 +5,32 @@
 //! begin(H3) ─► identify ─► builtin? ─► route ─► on_request ─► [pick ─► connect ─► send_request]*
 //!   ─► upstream_responded ─► on_response ─► stream body ─► finish(status, bytes)
 //! ```
-//! Failures become [`Pipeline::error_response`] answers (the same JSON as HTTP/2). Retries follow
-//! [`Pipeline::attempt_failed`]: a connect failure may always be retried (nothing was sent); a
-//! reset, timeout or retryable 5xx only when the method is idempotent and no request body byte
-//! has been sent yet (the front keeps no replay buffer).
+//! The attempts are the [`engine`]'s loop, run here directly: [`engine::begin_attempt`], connect
+//! through the process's shared [`UpstreamClient`], [`exchange::send_request`], then
+//! [`engine::failed`] or [`engine::response_head`] decide whether to retry. Failures become the
+//! same JSON answers as on HTTP/2 ([`respond`] through [`H3Writer`]). A request is replayable
+//! while no request body byte has left the gateway (this front keeps no replay buffer).
+//!
+//! Per-request limits: `server.max_request_body` through [`Pipeline::on_request_body`] on every
+//! chunk, `server.body_read_timeout` on each body read, `server.write_timeout` on each response
+//! chunk sent (a client that stops reading is cut, the "send stall").
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use orchestra_lb::Failure;
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use orchestra_plugins::Reject;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 
-use super::upstream_client::{self, AttemptError, ResponseSink, UpstreamClient};
+use super::exchange::{self, AttemptError, ResponseSink};
+use crate::engine::client::UpstreamClient;
+use crate::engine::respond::{self, LocalWriter, Sent};
+use crate::engine::{self, DownstreamLimits, Replay, Stage, Verdict};
 use crate::error::GatewayError;
-use crate::pipeline::{ErrorResponse, Pipeline, Protocol, RequestCtx, Scheme};
+use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme};
 use crate::upstream::http_peer;
 
 /// The send half of a request stream.
@@ -153,34 +160,79 @@ impl ResponseSink for Sink<'_> {
     }
 }
 
-/// The HTTP/3 front: the pipeline and pingora's upstream connector. The downstream limits come
-/// from the running config (`[server]`) on every request.
+/// The HTTP/3 send half as a [`LocalWriter`]; a client that does not take the answer within
+/// `server.write_timeout` is cut, as on the other fronts.
+pub struct H3Writer<'a> {
+    send: &'a mut H3Send,
+    head_only: bool,
+    write_timeout: Duration,
+}
+
+impl LocalWriter for H3Writer<'_> {
+    type Error = String;
+
+    fn head_only(&self) -> bool {
+        self.head_only
+    }
+
+    /// HTTP/3 need not advertise itself.
+    fn may_advertise_h3(&self) -> bool {
+        false
+    }
+
+    async fn write(
+        &mut self,
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(), String> {
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        let send = &mut *self.send;
+        let with_body = !self.head_only && !body.is_empty();
+        let written = async {
+            send.send_response(response).await?;
+            if with_body {
+                send.send_data(body).await?;
+            }
+            send.finish().await
+        };
+        match tokio::time::timeout(self.write_timeout, written).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => {
+                self.send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                Err("client stalled (server.write_timeout)".into())
+            }
+        }
+    }
+}
+
+/// The HTTP/3 front: the pipeline and the process's shared upstream client. The downstream
+/// limits come from the running config (`[server]`) on every request.
 #[derive(Debug)]
 pub struct H3Front {
     pipeline: Pipeline,
-    upstream: UpstreamClient,
 }
-
-/// What went to the client: status (0 when none) and body bytes.
-type Sent = (u16, usize);
 
 impl H3Front {
     /// Creates the front over the shared pipeline.
     pub fn new(pipeline: Pipeline) -> Self {
-        H3Front {
-            pipeline,
-            upstream: UpstreamClient::new(),
-        }
+        H3Front { pipeline }
+    }
+
+    fn client(&self) -> &UpstreamClient {
+        self.pipeline.state().upstream_client()
     }
 
     /// Serves one request stream to its end.
     pub async fn serve(self: Arc<Self>, req: Request<()>, stream: H3Stream, peer: SocketAddr) {
         let (mut send, recv) = stream.split();
         let mut ctx = self.pipeline.begin(Protocol::H3);
-        let limits = ctx.snapshot.server.limits;
+        let limits = DownstreamLimits::of(&ctx);
         let mut body = RequestBody::new(recv, limits.body_read_timeout);
-        let (status, bytes) = self.handle(&mut ctx, req, &mut send, &mut body, peer).await;
-        self.pipeline.finish(&mut ctx, status, bytes);
+        let sent = self.handle(&mut ctx, req, &mut send, &mut body, peer).await;
+        self.pipeline.finish(&mut ctx, sent.status, sent.bytes);
     }
 
     async fn handle(
@@ -208,13 +260,13 @@ impl H3Front {
                 Err(e) => return self.write_error(send, ctx, e, head_only).await,
             };
             if let Some(local) = self.pipeline.builtin(&head) {
-                let json = [(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )];
-                return self
-                    .write_local(send, ctx, local.status, &json, local.body, head_only)
-                    .await;
+                let mut writer = H3Writer {
+                    send,
+                    head_only,
+                    write_timeout: DownstreamLimits::of(ctx).write_timeout,
+                };
+                let written = respond::write_builtin(&mut writer, &self.pipeline, ctx, local).await;
+                return sent_or_log(written);
             }
             if let Err(e) = self.pipeline.route(ctx, &head) {
                 return self.write_error(send, ctx, e, head_only).await;
@@ -238,7 +290,7 @@ impl H3Front {
                     )
                     .await;
                     match served {
-                        Ok(sent) => return sent,
+                        Ok((status, bytes)) => return Sent { status, bytes },
                         Err(e) => e,
                     }
                 }
@@ -282,34 +334,30 @@ impl H3Front {
         body: &mut RequestBody,
         head_only: bool,
     ) -> Sent {
+        let client = self.client();
         loop {
-            if let Some(delay) = ctx.upstream().and_then(|u| ctx.attempts.backoff(u)) {
-                tokio::time::sleep(delay).await;
-            }
-            let picked = match self.pipeline.pick(ctx) {
+            let picked = match engine::begin_attempt(ctx).await {
                 Ok(p) => p,
                 Err(e) => return self.write_error(send, ctx, e, head_only).await,
             };
             let peer = http_peer(&picked.upstream, picked.addr, false);
-            let name = picked.upstream.name.to_string();
-            let session = match self.upstream.connect(&peer).await {
-                Ok(s) => s,
-                Err(e) => {
-                    if self
-                        .pipeline
-                        .attempt_failed(ctx, Failure::ConnectFailure, true)
-                    {
-                        continue;
+            let replay = |body: &RequestBody| Replay {
+                idempotent: method.is_idempotent(),
+                body_replayable: body.untouched() || body.known_empty(),
+            };
+            let session = match client.connect(&peer).await {
+                Ok((s, _reused)) => s,
+                Err(e) => match engine::failed(ctx, &e, Stage::Connect, replay(body)) {
+                    Verdict::Retry => continue,
+                    Verdict::Answer(err) => {
+                        return self.write_error(send, ctx, err, head_only).await;
                     }
-                    let err = upstream_error(&name, &e);
-                    return self.write_error(send, ctx, err, head_only).await;
-                }
+                },
             };
             let sent = {
                 let mut inspect = inspector(&self.pipeline, ctx);
-                upstream_client::send_request(session, head.clone(), body, &mut inspect).await
+                exchange::send_request(session, head.clone(), body, &mut inspect).await
             };
-            let replayable = method.is_idempotent() && (body.untouched() || body.known_empty());
             let mut exchange = match sent {
                 Ok(x) => x,
                 Err((mut session, AttemptError::Downstream(e))) => {
@@ -319,34 +367,24 @@ impl H3Front {
                 }
                 Err((mut session, AttemptError::Upstream(e))) => {
                     session.shutdown().await;
-                    let failure = if upstream_client::is_timeout(&e) {
-                        Failure::Timeout
-                    } else {
-                        Failure::Reset
-                    };
-                    if self.pipeline.attempt_failed(ctx, failure, replayable) && replayable {
-                        continue;
+                    match engine::failed(ctx, &e, Stage::Exchange, replay(body)) {
+                        Verdict::Retry => continue,
+                        Verdict::Answer(err) => {
+                            return self.write_error(send, ctx, err, head_only).await;
+                        }
                     }
-                    let err = upstream_error(&name, &e);
-                    return self.write_error(send, ctx, err, head_only).await;
                 }
             };
-            let Some(resp) = upstream_client::response_head(&exchange.session) else {
+            let Some(resp) = exchange::response_head(&exchange.session) else {
                 exchange.session.shutdown().await;
                 let err = GatewayError::Internal("no response head".into());
                 return self.write_error(send, ctx, err, head_only).await;
             };
             let status = resp.status;
-            if status.as_u16() >= 500
-                && self
-                    .pipeline
-                    .attempt_failed(ctx, Failure::Status(status.as_u16()), replayable)
-                && replayable
-            {
+            if engine::response_head(&self.pipeline, ctx, status.as_u16(), replay(body)) {
                 exchange.session.shutdown().await;
                 continue;
             }
-            self.pipeline.upstream_responded(ctx, status.as_u16());
             let mut headers = HeaderMap::with_capacity(resp.headers.len() + 2);
             for (n, v) in resp.headers.iter() {
                 if !hop_by_hop(n) {
@@ -360,13 +398,13 @@ impl H3Front {
             if let Err(e) = send.send_response(response).await {
                 tracing::debug!(error = %e, "h3: client gone before the response head");
                 exchange.session.shutdown().await;
-                return (0, 0);
+                return Sent::default();
             }
-            let write_timeout = ctx.snapshot.server.limits.write_timeout;
+            let write_timeout = DownstreamLimits::of(ctx).write_timeout;
             let streamed = {
                 let mut inspect = inspector(&self.pipeline, ctx);
                 let mut sink = Sink(send);
-                upstream_client::stream_response(
+                exchange::stream_response(
                     &mut exchange,
                     body,
                     &mut sink,
@@ -390,14 +428,17 @@ impl H3Front {
         peer: &pingora::upstreams::peer::HttpPeer,
         send: &mut H3Send,
         body: &mut RequestBody,
-        streamed: upstream_client::Streamed,
+        streamed: exchange::Streamed,
         status: StatusCode,
     ) -> Sent {
         if let Some(e) = streamed.error {
             tracing::debug!(error = %e, request_id = ctx.request_id(), "h3: response aborted");
             send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
             session.shutdown().await;
-            return (status.as_u16(), streamed.bytes);
+            return Sent {
+                status: status.as_u16(),
+                bytes: streamed.bytes,
+            };
         }
         if let HttpSession::H2(h2) = &mut session {
             if let Ok(Some(trailers)) = h2.read_trailers().await {
@@ -411,11 +452,14 @@ impl H3Front {
         }
         body.discard_trailers().await;
         if streamed.request_done && session.response_done() {
-            self.upstream.release(session, peer).await;
+            self.client().release(session, peer).await;
         } else {
             session.shutdown().await;
         }
-        (status.as_u16(), streamed.bytes)
+        Sent {
+            status: status.as_u16(),
+            bytes: streamed.bytes,
+        }
     }
 
     async fn write_error(
@@ -425,48 +469,22 @@ impl H3Front {
         err: GatewayError,
         head_only: bool,
     ) -> Sent {
-        let ErrorResponse {
-            status,
-            headers,
-            body,
-        } = self.pipeline.error_response(ctx, err);
-        self.write_local(send, ctx, status, &headers, body, head_only)
-            .await
+        let mut writer = H3Writer {
+            send,
+            head_only,
+            write_timeout: DownstreamLimits::of(ctx).write_timeout,
+        };
+        sent_or_log(respond::write_error(&mut writer, &self.pipeline, ctx, err).await)
     }
+}
 
-    /// Writes a complete gateway-generated response.
-    async fn write_local(
-        &self,
-        send: &mut H3Send,
-        ctx: &RequestCtx,
-        status: StatusCode,
-        extra: &[(HeaderName, HeaderValue)],
-        body: Bytes,
-        head_only: bool,
-    ) -> Sent {
-        let mut headers = HeaderMap::with_capacity(extra.len() + 3);
-        for (n, v) in extra {
-            headers.append(n.clone(), v.clone());
-        }
-        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        self.pipeline.on_response(ctx, status, &mut headers);
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        let n = if head_only { 0 } else { body.len() };
-        let result = async {
-            send.send_response(response).await?;
-            if n > 0 {
-                send.send_data(body).await?;
-            }
-            send.finish().await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "h3: could not send the gateway's response");
-        }
-        (status.as_u16(), n)
-    }
+/// What a local answer sent; a failed write is logged (the client went away) and counts as
+/// its status with no body bytes.
+fn sent_or_log(written: Result<Sent, respond::WriteFailed<String>>) -> Sent {
+    written.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "h3: could not send the gateway's response");
+        Sent { bytes: 0, ..e.sent }
+    })
 }
 
 /// Every request body chunk through [`Pipeline::on_request_body`] (size limit, body plugins).
@@ -475,20 +493,6 @@ fn inspector<'a>(
     ctx: &'a mut RequestCtx,
 ) -> impl FnMut(&[u8]) -> Result<(), GatewayError> + Send + 'a {
     move |chunk| pipeline.on_request_body(ctx, chunk)
-}
-
-/// The gateway error for a failed upstream attempt.
-fn upstream_error(upstream: &str, e: &pingora::Error) -> GatewayError {
-    if upstream_client::is_timeout(e) && e.etype() != &pingora::ErrorType::ConnectTimedout {
-        GatewayError::UpstreamTimeout {
-            upstream: upstream.to_string(),
-        }
-    } else {
-        GatewayError::UpstreamUnavailable {
-            upstream: upstream.to_string(),
-            reason: e.etype().as_str().to_string(),
-        }
-    }
 }
 
 /// The request head sent upstream: method, (rewritten) path, forwarded headers and `Host`.

@@ -6,15 +6,15 @@
 //! | [`endpoint`] | the QUIC endpoint: UDP socket, certificate, limits, ALPN dispatch to handlers |
 //! | `mod.rs` | the `h3` ALPN handler (one HTTP/3 connection: accept streams, GOAWAY on drain) and [`H3Service`], the endpoint on its own runtime |
 //! | [`front`] | one request stream through the pipeline phases |
-//! | [`upstream_client`] | pingora's pooled connector and the streamed exchange of one attempt |
+//! | [`exchange`] | one attempt on a pooled upstream session: request and response streamed both ways |
 //!
 //! The endpoint runs on a runtime of its own (`h3-worker` threads), so it neither depends on
 //! pingora's runtimes nor slows the control plane. With `[agents]` configured, the same endpoint
 //! also serves the agent protocol (ALPN `orchestra-agent/1`, [`crate::agent_hub::quic`]).
 
 pub mod endpoint;
+pub mod exchange;
 pub mod front;
-pub mod upstream_client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,5 @@
-//! The upstream side of the HTTP/3 front: pingora's pooled connector (the same pools, ALPN and
-//! timeouts the pingora front uses through [`crate::upstream::http_peer`]) and the exchange of one
-//! attempt: request head, request body and response, streamed both ways.
+//! The wire side of one HTTP/3 attempt on a pooled upstream session (from the engine's shared
+//! `UpstreamClient`): request head, request body and response, streamed both ways.
 //!
 //! Reading the upstream response and forwarding the request body run in one `select!` loop, so
 //! an upstream that answers while it still reads (an echo) never deadlocks against a client
@@ -10,31 +9,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType};
+use pingora::Error;
 
 use super::front::{Inspector, RequestBody};
 use crate::error::GatewayError;
-
-/// pingora's HTTP connector with its connection pools, shared by every HTTP/3 request.
-pub struct UpstreamClient {
-    connector: Connector,
-}
-
-impl std::fmt::Debug for UpstreamClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UpstreamClient")
-    }
-}
-
-impl Default for UpstreamClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Why an attempt ended without a usable response head.
 #[derive(Debug)]
@@ -51,39 +31,6 @@ pub struct Exchange {
     pub session: HttpSession,
     /// True when the whole request body has been sent upstream.
     pub request_done: bool,
-}
-
-impl UpstreamClient {
-    /// A connector with pingora's default pool options.
-    pub fn new() -> Self {
-        UpstreamClient {
-            connector: Connector::new(None),
-        }
-    }
-
-    /// A pooled (or new) session to `peer`.
-    pub async fn connect(&self, peer: &HttpPeer) -> pingora::Result<HttpSession> {
-        self.connector
-            .get_http_session(peer)
-            .await
-            .map(|(session, _reused)| session)
-    }
-
-    /// Returns a finished session to the pool.
-    pub async fn release(&self, session: HttpSession, peer: &HttpPeer) {
-        let idle = peer.options.idle_timeout;
-        self.connector
-            .release_http_session(session, peer, idle)
-            .await;
-    }
-}
-
-/// True when an upstream error was a timeout (for the balancer and the error code).
-pub fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout
-    )
 }
 
 /// Sends the request head and streams the request body until the response head arrives.

@@ -1,4 +1,4 @@
-//! Upstream attempts of one request: admission (circuit breaker, retry budget), the balancer's
+//! Attempt state of one request: admission (circuit breaker, retry budget), the balancer's
 //! in-flight slot, outcomes fed back to the balancer, and retry decisions.
 //!
 //! ```text
