@@ -168,9 +168,7 @@ pub(crate) fn realtime(
         None => RawRealtime::default(),
     };
     let auth = raw.auth.and_then(|name| match plugins.get(&name) {
-        Some(def) if def.definition.get("kind").and_then(|k| k.as_str()) == Some("jwt") => {
-            Some(name)
-        }
+        Some(def) if def.kind() == Some("jwt") => Some(name),
         Some(_) => {
             c.invalid("realtime.auth", &name, "must name a plugin of kind \"jwt\"");
             None
