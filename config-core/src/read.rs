@@ -58,6 +58,20 @@ pub fn typed<T: DeserializeOwned>(
     }
 }
 
+/// [`typed`], with each problem turned into the caller's error type by `into` (the config
+/// readers' wrappers: they add the file name).
+pub fn typed_into<T: DeserializeOwned, E>(
+    value: toml::Value,
+    prefix: &str,
+    errors: &mut Vec<E>,
+    into: impl Fn(Found) -> E,
+) -> Option<T> {
+    let mut found = Vec::new();
+    let out = typed(value, prefix, &mut found);
+    errors.extend(found.into_iter().map(into));
+    out
+}
+
 fn render(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match path {

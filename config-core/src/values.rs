@@ -2,6 +2,7 @@
 //! value is not acceptable, with the same wording in every config file.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -28,6 +29,22 @@ pub fn size_text(path: &str, value: &str, found: &mut Vec<Found>) -> Option<u64>
     crate::size::parse_size(value)
         .map_err(|reason| found.push(Found::invalid(path, value, reason)))
         .ok()
+}
+
+/// An integer within `range`, when given; `None` when absent or out of range.
+pub fn int_in(
+    path: &str,
+    value: Option<i64>,
+    range: RangeInclusive<i64>,
+    found: &mut Vec<Found>,
+) -> Option<i64> {
+    let n = value?;
+    if range.contains(&n) {
+        return Some(n);
+    }
+    let reason = format!("must be between {} and {}", range.start(), range.end());
+    found.push(Found::invalid(path, n.to_string(), reason));
+    None
 }
 
 /// An HTTP header name.
@@ -79,7 +96,14 @@ mod tests {
             ("x-bad".to_string(), "a\nb".to_string()),
         ]);
         assert_eq!(header_pairs("a.set", &map, &mut found).len(), 1);
+        assert_eq!(int_in("a.n", Some(3), 1..=3, &mut found), Some(3));
+        assert_eq!(int_in("a.n", None, 1..=3, &mut found), None);
+        assert_eq!(int_in("a.n", Some(0), 1..=3, &mut found), None);
         let paths: Vec<_> = found.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["a.t", "a.s", "a.h", "a.set.x-bad"]);
+        assert_eq!(paths, ["a.t", "a.s", "a.h", "a.set.x-bad", "a.n"]);
+        assert_eq!(
+            found[4],
+            Found::invalid("a.n", "0", "must be between 1 and 3")
+        );
     }
 }

@@ -64,6 +64,20 @@ impl Compiler<'_> {
         d.unwrap_or(default)
     }
 
+    /// A count between 1 and `max`; `default` when absent or invalid.
+    pub(crate) fn count(
+        &mut self,
+        path: &str,
+        value: Option<i64>,
+        max: i64,
+        default: usize,
+    ) -> usize {
+        let mut found = Vec::new();
+        let n = values::int_in(path, value, 1..=max, &mut found);
+        self.record(found);
+        n.map_or(default, |n| n as usize)
+    }
+
     /// Records problems found by the shared value checks.
     pub(crate) fn record(&mut self, found: Vec<Found>) {
         crate::parse::record(self.file, found, self.errors);
@@ -269,31 +283,14 @@ fn admin(c: &mut Compiler<'_>, raw: RawAdmin) -> AdminSettings {
 }
 
 fn server(c: &mut Compiler<'_>, raw: &RawServer) -> ServerSettings {
-    let threads = match raw.threads {
-        None => 2,
-        Some(n) if (1..=1024).contains(&n) => n as usize,
-        Some(n) => {
-            c.invalid(
-                "server.threads",
-                &n.to_string(),
-                "must be between 1 and 1024",
-            );
-            2
-        }
-    };
+    let threads = c.count("server.threads", raw.threads, 1024, 2);
     let d = DownstreamLimits::default();
-    let max_connections = match raw.max_connections {
-        None => d.max_connections,
-        Some(n) if (1..=10_000_000).contains(&n) => n as usize,
-        Some(n) => {
-            c.invalid(
-                "server.max_connections",
-                &n.to_string(),
-                "must be between 1 and 10000000",
-            );
-            d.max_connections
-        }
-    };
+    let max_connections = c.count(
+        "server.max_connections",
+        raw.max_connections,
+        10_000_000,
+        d.max_connections,
+    );
     let limits = DownstreamLimits {
         header_read_timeout: c.positive_duration(
             "server.header_read_timeout",

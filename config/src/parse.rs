@@ -29,10 +29,7 @@ pub(crate) fn typed<T: DeserializeOwned>(
     file: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
-    let mut found = Vec::new();
-    let out = read::typed(value, prefix, &mut found);
-    record(file, found, errors);
-    out
+    read::typed_into(value, prefix, errors, |f| ConfigError::found(file, f))
 }
 
 /// Records problems found by the shared readers (and the plugins) as errors of `file`.

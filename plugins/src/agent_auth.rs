@@ -250,17 +250,7 @@ mod tests {
 
     const S1: &[u8] = b"s3cret-1-s3cret-1-s3cret-1-s3cret-1";
     const S2: &[u8] = b"s3cret-2-s3cret-2-s3cret-2-s3cret-2";
-    const KEYS: &str = r#"
-        [[agent]]
-        id = "worker-1"
-        api_key = "ak-1"
-        secret = "s3cret-1-s3cret-1-s3cret-1-s3cret-1"
-
-        [[agent]]
-        id = "worker-2"
-        api_key = "ak-2"
-        secret = "s3cret-2-s3cret-2-s3cret-2-s3cret-2"
-    "#;
+    const KEYS: &str = keys::TEST_KEYS;
     const NOW: i64 = 1_700_000_000;
 
     fn verifier() -> (AgentVerifier, Arc<AtomicI64>) {

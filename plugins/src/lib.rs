@@ -43,11 +43,11 @@
 //! 1. write the plugin in its module (`src/NAME.rs`): a typed config, a constructor and an
 //!    `impl Plugin`;
 //! 2. add `src/NAME/config.rs`: a serde struct of the table (with a `kind: String` field, and no
-//!    `deny_unknown_fields`: unknown keys are reported by the section), and a unit struct
-//!    implementing [`PluginKind`] whose `build` reads the table with [`Section::typed`], checks
-//!    each value with the section's helpers (`invalid`, `duration`, `size`, `nets`, ...) and
-//!    returns the plugin (override [`PluginKind::reads_files`] if building reads files or the
-//!    environment);
+//!    `deny_unknown_fields`: unknown keys are reported by the section), a
+//!    `pub(crate) const KIND: PluginKind = PluginKind::new("NAME", build)` (add
+//!    `.reading_files()` if building reads files or the environment), and its `build` function,
+//!    which reads the table with [`Section::typed`], checks each value with the section's helpers
+//!    (`invalid`, `duration`, `size`, `nets`, ...) and returns the plugin;
 //! 3. append the kind to [`registry::KINDS`], and a row to the table above;
 //! 4. test the table's good and bad values next to the others in `src/registry/tests.rs`.
 
@@ -72,4 +72,4 @@ pub use client_ip::{parse_net, TrustedProxies};
 pub use header_ops::HeaderOps;
 pub use headers::{HeaderRules, HeadersPlugin};
 pub use ipnet::IpNet;
-pub use section::{PluginKind, Section};
+pub use section::{Built, PluginKind, Section};

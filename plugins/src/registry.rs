@@ -12,18 +12,18 @@ use crate::section::{PluginKind, Section};
 use crate::{cors, headers, ip_filter, jwt, limits, rate_limit, Plugin};
 
 /// Every plugin kind, in the order error messages list them.
-pub static KINDS: &[&dyn PluginKind] = &[
-    &headers::config::Headers,
-    &rate_limit::config::RateLimit,
-    &jwt::config::Jwt,
-    &cors::config::Cors,
-    &ip_filter::config::IpFilter,
-    &limits::config::Limits,
+pub static KINDS: &[PluginKind] = &[
+    headers::config::KIND,
+    rate_limit::config::KIND,
+    jwt::config::KIND,
+    cors::config::KIND,
+    ip_filter::config::KIND,
+    limits::config::KIND,
 ];
 
 /// The kind registered as `kind`.
-pub fn find(kind: &str) -> Option<&'static dyn PluginKind> {
-    KINDS.iter().copied().find(|k| k.kind() == kind)
+pub fn find(kind: &str) -> Option<&'static PluginKind> {
+    KINDS.iter().find(|k| k.kind() == kind)
 }
 
 /// The `kind` a plugin table names, if it is a string.

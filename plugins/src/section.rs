@@ -1,5 +1,5 @@
-//! How a plugin reads its own `[plugins.NAME]` table: the [`PluginKind`] trait each built-in
-//! plugin implements, and the [`Section`] it reads through, which reports every problem at its
+//! How a plugin reads its own `[plugins.NAME]` table: the [`PluginKind`] each built-in plugin
+//! declares (its `kind` and its build function), and the [`Section`] it reads through, which reports every problem at its
 //! key path (`plugins.per-user.rate`) in the wording of the rest of the config.
 //!
 //! The config crate owns the file, the generic plugin table (`kind = "..."` and the rest) and the
@@ -21,25 +21,63 @@ use serde::Deserialize;
 
 use crate::{parse_net, Plugin};
 
+/// What a kind's build function returns: the plugin, or `None` after reporting why.
+pub type Built = Option<Arc<dyn Plugin>>;
+
+/// Builds the plugin `name` from its whole table (including `kind`), reporting every problem
+/// through the section. Returning `Some` with problems reported is allowed: the registry discards
+/// the plugin then.
+pub type BuildFn = fn(name: &str, table: toml::Value, section: &mut Section<'_>) -> Built;
+
 /// One kind of plugin (`kind = "rate_limit"`): reads and validates its table, builds the plugin.
-pub trait PluginKind: Sync {
+#[derive(Clone, Copy)]
+pub struct PluginKind {
+    kind: &'static str,
+    build: BuildFn,
+    reads_files: bool,
+}
+
+impl PluginKind {
+    /// The kind selected by `kind = "<kind>"`, built by `build`.
+    pub const fn new(kind: &'static str, build: BuildFn) -> Self {
+        PluginKind {
+            kind,
+            build,
+            reads_files: false,
+        }
+    }
+
+    /// Marks a kind whose build reads files or the environment (secrets, key sets), so that a
+    /// reload builds the plugin again even when its table is unchanged.
+    pub const fn reading_files(self) -> Self {
+        PluginKind {
+            reads_files: true,
+            ..self
+        }
+    }
+
     /// The value of `kind` that selects this plugin.
-    fn kind(&self) -> &'static str;
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
 
-    /// Builds the plugin `name` from its whole table (including `kind`), reporting every problem
-    /// through `section`. Returning `Some` with problems reported is allowed: the registry
-    /// discards the plugin then.
-    fn build(
-        &self,
-        name: &str,
-        table: toml::Value,
-        section: &mut Section<'_>,
-    ) -> Option<Arc<dyn Plugin>>;
+    /// True when building reads files or the environment (see [`Self::reading_files`]).
+    pub fn reads_files(&self) -> bool {
+        self.reads_files
+    }
 
-    /// True when building reads files or the environment (secrets, key sets), so that a reload
-    /// must build the plugin again even when its table is unchanged.
-    fn reads_files(&self) -> bool {
-        false
+    /// Builds the plugin `name` from its table.
+    pub fn build(&self, name: &str, table: toml::Value, section: &mut Section<'_>) -> Built {
+        (self.build)(name, table, section)
+    }
+}
+
+impl std::fmt::Debug for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginKind")
+            .field("kind", &self.kind)
+            .field("reads_files", &self.reads_files)
+            .finish()
     }
 }
 
@@ -115,14 +153,7 @@ impl<'a> Section<'a> {
 
     /// An integer between 1 and `max`, when given.
     pub fn positive(&mut self, key: &str, value: Option<i64>, max: i64) -> Option<u64> {
-        match value {
-            Some(n) if (1..=max).contains(&n) => Some(n as u64),
-            Some(n) => {
-                self.invalid(key, n.to_string(), format!("must be between 1 and {max}"));
-                None
-            }
-            None => None,
-        }
+        values::int_in(&self.key_path(key), value, 1..=max, self.found).map(|n| n as u64)
     }
 
     /// A byte size, when given.

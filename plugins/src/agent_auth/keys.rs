@@ -211,11 +211,9 @@ pub fn valid_agent_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
+/// A keys file with two agents (`worker-1`, `worker-2`), for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEYS: &str = r#"
+pub(super) const TEST_KEYS: &str = r#"
         [[agent]]
         id = "worker-1"
         api_key = "ak-1"
@@ -226,6 +224,12 @@ mod tests {
         api_key = "ak-2"
         secret = "s3cret-2-s3cret-2-s3cret-2-s3cret-2"
     "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &str = TEST_KEYS;
 
     #[test]
     fn keys_file_errors_never_quote_a_value() {

@@ -7,11 +7,10 @@ use http::Method;
 use serde::Deserialize;
 
 use super::{parse_origin, AllowedHeaders, AllowedOrigins, CorsConfig, CorsPlugin};
-use crate::section::{OneOrMany, PluginKind, Section};
-use crate::Plugin;
+use crate::section::{Built, OneOrMany, PluginKind, Section};
 
 /// The `cors` kind.
-pub(crate) struct Cors;
+pub(crate) const KIND: PluginKind = PluginKind::new("cors", build);
 
 #[derive(Debug, Deserialize)]
 struct RawCors {
@@ -27,56 +26,45 @@ struct RawCors {
     max_age: Option<String>,
 }
 
-impl PluginKind for Cors {
-    fn kind(&self) -> &'static str {
-        "cors"
-    }
-
-    fn build(
-        &self,
-        name: &str,
-        table: toml::Value,
-        s: &mut Section<'_>,
-    ) -> Option<Arc<dyn Plugin>> {
-        let raw: RawCors = s.typed(table)?;
-        let mut cfg = CorsConfig::new(origins(s, &raw.origins));
-        if let Some(methods) = &raw.methods {
-            if methods.is_empty() {
-                s.invalid("methods", "[]", "list at least one method");
-            }
-            cfg.methods = methods
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| {
-                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                        .map_err(|_| s.invalid(&format!("methods[{i}]"), m, "not an HTTP method"))
-                        .ok()
-                })
-                .collect();
+fn build(name: &str, table: toml::Value, s: &mut Section<'_>) -> Built {
+    let raw: RawCors = s.typed(table)?;
+    let mut cfg = CorsConfig::new(origins(s, &raw.origins));
+    if let Some(methods) = &raw.methods {
+        if methods.is_empty() {
+            s.invalid("methods", "[]", "list at least one method");
         }
-        cfg.headers = match &raw.headers {
-            None => AllowedHeaders::List(Vec::new()),
-            Some(h) if h.is_star() => AllowedHeaders::Any,
-            Some(h) => AllowedHeaders::List(
-                h.items()
-                    .into_iter()
-                    .filter_map(|(suffix, n)| s.header_name(&format!("headers{suffix}"), n))
-                    .collect(),
-            ),
-        };
-        cfg.expose_headers = raw
-            .expose_headers
+        cfg.methods = methods
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| s.header_name(&format!("expose_headers[{i}]"), n))
+            .filter_map(|(i, m)| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| s.invalid(&format!("methods[{i}]"), m, "not an HTTP method"))
+                    .ok()
+            })
             .collect();
-        cfg.credentials = raw.credentials;
-        cfg.max_age = s.duration("max_age", raw.max_age.as_deref());
-        if s.failed() {
-            return None;
-        }
-        Some(Arc::new(CorsPlugin::new(name, cfg)))
     }
+    cfg.headers = match &raw.headers {
+        None => AllowedHeaders::List(Vec::new()),
+        Some(h) if h.is_star() => AllowedHeaders::Any,
+        Some(h) => AllowedHeaders::List(
+            h.items()
+                .into_iter()
+                .filter_map(|(suffix, n)| s.header_name(&format!("headers{suffix}"), n))
+                .collect(),
+        ),
+    };
+    cfg.expose_headers = raw
+        .expose_headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| s.header_name(&format!("expose_headers[{i}]"), n))
+        .collect();
+    cfg.credentials = raw.credentials;
+    cfg.max_age = s.duration("max_age", raw.max_age.as_deref());
+    if s.failed() {
+        return None;
+    }
+    Some(Arc::new(CorsPlugin::new(name, cfg)))
 }
 
 fn origins(s: &mut Section<'_>, raw: &OneOrMany) -> AllowedOrigins {

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{HeaderRules, HeadersPlugin};
-use crate::section::{PluginKind, Section};
-use crate::Plugin;
+use crate::section::{Built, PluginKind, Section};
 
 /// The `headers` kind.
-pub(crate) struct Headers;
+pub(crate) const KIND: PluginKind = PluginKind::new("headers", build);
 
 #[derive(Debug, Deserialize)]
 struct RawHeaders {
@@ -32,22 +31,11 @@ struct RawHeaderRules {
     remove: Vec<String>,
 }
 
-impl PluginKind for Headers {
-    fn kind(&self) -> &'static str {
-        "headers"
-    }
-
-    fn build(
-        &self,
-        name: &str,
-        table: toml::Value,
-        s: &mut Section<'_>,
-    ) -> Option<Arc<dyn Plugin>> {
-        let raw: RawHeaders = s.typed(table)?;
-        let request = rules(s, "request", &raw.request);
-        let response = rules(s, "response", &raw.response);
-        Some(Arc::new(HeadersPlugin::new(name, request, response)))
-    }
+fn build(name: &str, table: toml::Value, s: &mut Section<'_>) -> Built {
+    let raw: RawHeaders = s.typed(table)?;
+    let request = rules(s, "request", &raw.request);
+    let response = rules(s, "response", &raw.response);
+    Some(Arc::new(HeadersPlugin::new(name, request, response)))
 }
 
 fn rules(s: &mut Section<'_>, key: &str, raw: &RawHeaderRules) -> HeaderRules {

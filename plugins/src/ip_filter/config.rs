@@ -5,11 +5,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{IpFilterConfig, IpFilterPlugin};
-use crate::section::{PluginKind, Section};
-use crate::{Plugin, TrustedProxies};
+use crate::section::{Built, PluginKind, Section};
+use crate::TrustedProxies;
 
 /// The `ip_filter` kind.
-pub(crate) struct IpFilter;
+pub(crate) const KIND: PluginKind = PluginKind::new("ip_filter", build);
 
 #[derive(Debug, Deserialize)]
 struct RawIpFilter {
@@ -23,33 +23,22 @@ struct RawIpFilter {
     trusted_proxies: Vec<String>,
 }
 
-impl PluginKind for IpFilter {
-    fn kind(&self) -> &'static str {
-        "ip_filter"
+fn build(name: &str, table: toml::Value, s: &mut Section<'_>) -> Built {
+    let raw: RawIpFilter = s.typed(table)?;
+    if raw.allow.is_empty() && raw.deny.is_empty() {
+        s.invalid(
+            "allow",
+            "[]",
+            "set allow, deny or both (an empty filter does nothing)",
+        );
     }
-
-    fn build(
-        &self,
-        name: &str,
-        table: toml::Value,
-        s: &mut Section<'_>,
-    ) -> Option<Arc<dyn Plugin>> {
-        let raw: RawIpFilter = s.typed(table)?;
-        if raw.allow.is_empty() && raw.deny.is_empty() {
-            s.invalid(
-                "allow",
-                "[]",
-                "set allow, deny or both (an empty filter does nothing)",
-            );
-        }
-        let cfg = IpFilterConfig {
-            allow: s.nets("allow", &raw.allow),
-            deny: s.nets("deny", &raw.deny),
-            trusted_proxies: TrustedProxies::new(s.nets("trusted_proxies", &raw.trusted_proxies)),
-        };
-        if s.failed() {
-            return None;
-        }
-        Some(Arc::new(IpFilterPlugin::new(name, cfg)))
+    let cfg = IpFilterConfig {
+        allow: s.nets("allow", &raw.allow),
+        deny: s.nets("deny", &raw.deny),
+        trusted_proxies: TrustedProxies::new(s.nets("trusted_proxies", &raw.trusted_proxies)),
+    };
+    if s.failed() {
+        return None;
     }
+    Some(Arc::new(IpFilterPlugin::new(name, cfg)))
 }

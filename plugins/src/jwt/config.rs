@@ -14,11 +14,10 @@ use orchestra_config_core::keypath::{join, key};
 use serde::Deserialize;
 
 use super::{parse_algorithm, JwtConfig, JwtKeySet, JwtPlugin};
-use crate::section::{OneOrMany, PluginKind, Section};
-use crate::Plugin;
+use crate::section::{Built, OneOrMany, PluginKind, Section};
 
 /// The `jwt` kind.
-pub(crate) struct Jwt;
+pub(crate) const KIND: PluginKind = PluginKind::new("jwt", build).reading_files();
 
 #[derive(Debug, Deserialize)]
 struct RawJwt {
@@ -38,87 +37,72 @@ struct RawJwt {
     forward: BTreeMap<String, String>,
 }
 
-impl PluginKind for Jwt {
-    fn kind(&self) -> &'static str {
-        "jwt"
+fn build(name: &str, table: toml::Value, s: &mut Section<'_>) -> Built {
+    let raw: RawJwt = s.typed(table)?;
+    let mut algorithms = Vec::new();
+    for (i, a) in raw.algorithms.iter().enumerate() {
+        match parse_algorithm(a) {
+            Ok(alg) => algorithms.push(alg),
+            Err(reason) => s.invalid(&format!("algorithms[{i}]"), a, reason),
+        }
     }
-
-    fn reads_files(&self) -> bool {
-        true
+    let (secret, secret_key) = secret(s, &raw);
+    let jwks = raw.jwks_file.as_deref().and_then(|f| {
+        std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read the file: {e}"))
+            .and_then(|text| JwtKeySet::from_json(&text))
+            .map_err(|reason| s.invalid("jwks_file", f, reason))
+            .ok()
+    });
+    let leeway = s.duration("leeway", raw.leeway.as_deref());
+    let mut forward = Vec::new();
+    for (claim, header) in &raw.forward {
+        let k = join("forward", &key(claim));
+        if let Some(h) = s.header_name(&k, header) {
+            forward.push((claim.clone(), h));
+        }
     }
-
-    fn build(
-        &self,
-        name: &str,
-        table: toml::Value,
-        s: &mut Section<'_>,
-    ) -> Option<Arc<dyn Plugin>> {
-        let raw: RawJwt = s.typed(table)?;
-        let mut algorithms = Vec::new();
-        for (i, a) in raw.algorithms.iter().enumerate() {
-            match parse_algorithm(a) {
-                Ok(alg) => algorithms.push(alg),
-                Err(reason) => s.invalid(&format!("algorithms[{i}]"), a, reason),
-            }
+    for (k, v) in [("cookie", &raw.cookie), ("query", &raw.query)] {
+        if v.as_deref() == Some("") {
+            s.invalid(k, "", "must not be empty");
         }
-        let (secret, secret_key) = secret(s, &raw);
-        let jwks = raw.jwks_file.as_deref().and_then(|f| {
-            std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read the file: {e}"))
-                .and_then(|text| JwtKeySet::from_json(&text))
-                .map_err(|reason| s.invalid("jwks_file", f, reason))
-                .ok()
-        });
-        let leeway = s.duration("leeway", raw.leeway.as_deref());
-        let mut forward = Vec::new();
-        for (claim, header) in &raw.forward {
-            let k = join("forward", &key(claim));
-            if let Some(h) = s.header_name(&k, header) {
-                forward.push((claim.clone(), h));
-            }
-        }
-        for (k, v) in [("cookie", &raw.cookie), ("query", &raw.query)] {
-            if v.as_deref() == Some("") {
-                s.invalid(k, "", "must not be empty");
-            }
-        }
-        if s.failed() {
-            return None;
-        }
-        let mut cfg = JwtConfig::new(algorithms);
-        cfg.hmac_secret = secret;
-        cfg.jwks = jwks;
-        cfg.issuer = raw
-            .issuer
-            .as_ref()
-            .map(OneOrMany::to_vec)
-            .unwrap_or_default();
-        cfg.audience = raw
-            .audience
-            .as_ref()
-            .map(OneOrMany::to_vec)
-            .unwrap_or_default();
-        if let Some(l) = leeway {
-            cfg.leeway = l;
-        }
-        if let Some(r) = raw.required_claims {
-            cfg.required_claims = r;
-        }
-        cfg.cookie = raw.cookie;
-        cfg.query = raw.query;
-        cfg.forward = forward;
-        match JwtPlugin::new(name, cfg) {
-            Ok(p) => Some(Arc::new(p)),
-            Err(e) => {
-                let (k, value) = match e.key {
-                    "secret" => (secret_key, raw.secret_env.or(raw.secret_file)),
-                    "jwks" => ("jwks_file", raw.jwks_file),
-                    "algorithms" => ("algorithms", Some(raw.algorithms.join(", "))),
-                    other => (other, None),
-                };
-                s.invalid(k, value.unwrap_or_default(), e.reason);
-                None
-            }
+    }
+    if s.failed() {
+        return None;
+    }
+    let mut cfg = JwtConfig::new(algorithms);
+    cfg.hmac_secret = secret;
+    cfg.jwks = jwks;
+    cfg.issuer = raw
+        .issuer
+        .as_ref()
+        .map(OneOrMany::to_vec)
+        .unwrap_or_default();
+    cfg.audience = raw
+        .audience
+        .as_ref()
+        .map(OneOrMany::to_vec)
+        .unwrap_or_default();
+    if let Some(l) = leeway {
+        cfg.leeway = l;
+    }
+    if let Some(r) = raw.required_claims {
+        cfg.required_claims = r;
+    }
+    cfg.cookie = raw.cookie;
+    cfg.query = raw.query;
+    cfg.forward = forward;
+    match JwtPlugin::new(name, cfg) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            let (k, value) = match e.key {
+                "secret" => (secret_key, raw.secret_env.or(raw.secret_file)),
+                "jwks" => ("jwks_file", raw.jwks_file),
+                "algorithms" => ("algorithms", Some(raw.algorithms.join(", "))),
+                other => (other, None),
+            };
+            s.invalid(k, value.unwrap_or_default(), e.reason);
+            None
         }
     }
 }

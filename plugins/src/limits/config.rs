@@ -5,11 +5,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{LimitsConfig, LimitsPlugin};
-use crate::section::{PluginKind, Section, Size};
-use crate::Plugin;
+use crate::section::{Built, PluginKind, Section, Size};
 
 /// The `limits` kind.
-pub(crate) struct Limits;
+pub(crate) const KIND: PluginKind = PluginKind::new("limits", build);
 
 #[derive(Debug, Deserialize)]
 struct RawLimits {
@@ -20,34 +19,23 @@ struct RawLimits {
     max_uri_length: Option<i64>,
 }
 
-impl PluginKind for Limits {
-    fn kind(&self) -> &'static str {
-        "limits"
+fn build(name: &str, table: toml::Value, s: &mut Section<'_>) -> Built {
+    let raw: RawLimits = s.typed(table)?;
+    let cfg = LimitsConfig {
+        max_body: s.size("max_body", raw.max_body.as_ref()),
+        max_header_bytes: s.size("max_header_bytes", raw.max_header_bytes.as_ref()),
+        max_uri_length: s.positive("max_uri_length", raw.max_uri_length, i64::MAX),
+    };
+    if s.failed() {
+        return None;
     }
-
-    fn build(
-        &self,
-        name: &str,
-        table: toml::Value,
-        s: &mut Section<'_>,
-    ) -> Option<Arc<dyn Plugin>> {
-        let raw: RawLimits = s.typed(table)?;
-        let cfg = LimitsConfig {
-            max_body: s.size("max_body", raw.max_body.as_ref()),
-            max_header_bytes: s.size("max_header_bytes", raw.max_header_bytes.as_ref()),
-            max_uri_length: s.positive("max_uri_length", raw.max_uri_length, i64::MAX),
-        };
-        if s.failed() {
-            return None;
-        }
-        if cfg == LimitsConfig::default() {
-            s.invalid(
-                "",
-                "",
-                "set at least one of max_body, max_header_bytes, max_uri_length",
-            );
-            return None;
-        }
-        Some(Arc::new(LimitsPlugin::new(name, cfg)))
+    if cfg == LimitsConfig::default() {
+        s.invalid(
+            "",
+            "",
+            "set at least one of max_body, max_header_bytes, max_uri_length",
+        );
+        return None;
     }
+    Some(Arc::new(LimitsPlugin::new(name, cfg)))
 }
