@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use orchestra_config_core::{Found, Problem};
+
 /// What is wrong at a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -76,6 +78,31 @@ impl ConfigError {
             file: file.to_string(),
             path,
             kind,
+        }
+    }
+
+    /// The error for a problem found by the shared readers (`orchestra_config_core`) or by a
+    /// plugin reading its table, in `file`.
+    pub fn found(file: &str, found: Found) -> Self {
+        ConfigError::new(file, found.path, found.problem.into())
+    }
+}
+
+impl From<Problem> for ErrorKind {
+    fn from(p: Problem) -> Self {
+        match p {
+            Problem::Syntax {
+                line,
+                column,
+                message,
+            } => ErrorKind::Syntax {
+                line,
+                column,
+                message,
+            },
+            Problem::UnknownKey => ErrorKind::UnknownKey,
+            Problem::Shape { message } => ErrorKind::Shape { message },
+            Problem::Invalid { value, reason } => ErrorKind::Invalid { value, reason },
         }
     }
 }

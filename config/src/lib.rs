@@ -20,19 +20,18 @@
 
 pub mod alerts;
 mod compile;
-pub mod duration;
 mod error;
 #[doc(hidden)]
 pub mod harness;
 mod parse;
-mod plugin_specs;
 pub mod route;
 pub mod schema;
 pub mod secrets;
 mod services;
-pub mod size;
 mod snapshot;
 mod upstream_policy;
+
+pub use orchestra_config_core::{duration, size};
 
 pub use alerts::{
     AlertMetric, AlertRule, AlertSubject, Comparison, LatencyKind, MonitorSettings, Webhook,

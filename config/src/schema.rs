@@ -106,7 +106,8 @@ pub struct RawUpstream {
     pub name: String,
     /// Balancing strategy.
     pub balancer: Option<String>,
-    /// Affinity key for `consistent_hash` (not implemented yet).
+    /// Affinity key for `balancer = "consistent_hash"`: `"header:NAME"`, `"cookie:NAME"` or
+    /// `"client_ip"` (required by that balancer, refused by the others).
     pub hash_key: Option<String>,
     /// `h1`, `h2` or `h2c` toward the targets.
     pub protocol: Option<String>,
@@ -238,38 +239,6 @@ pub struct RawMatch {
     pub methods: Option<Vec<String>>,
     /// Headers that must be present with exactly these values.
     pub headers: BTreeMap<String, String>,
-}
-
-/// The `kind` key every `[plugins.NAME]` table has.
-#[derive(Debug, Deserialize)]
-pub struct RawPluginKind {
-    /// Plugin kind (`headers`, ...).
-    pub kind: String,
-}
-
-/// `[plugins.NAME]` with `kind = "headers"`.
-#[derive(Debug, Deserialize)]
-pub struct RawHeadersPlugin {
-    /// Always `headers`.
-    pub kind: String,
-    /// Edits on the request sent upstream.
-    #[serde(default)]
-    pub request: RawHeaderRules,
-    /// Edits on the response sent to the client.
-    #[serde(default)]
-    pub response: RawHeaderRules,
-}
-
-/// Header edits for one direction.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct RawHeaderRules {
-    /// Replace these headers.
-    pub set: BTreeMap<String, String>,
-    /// Append these headers.
-    pub add: BTreeMap<String, String>,
-    /// Remove these headers.
-    pub remove: Vec<String>,
 }
 
 /// `[backend]`: where durable state goes.

@@ -42,18 +42,7 @@ pub(crate) fn backend(
         Some(p) => PathBuf::from(p),
         None => server.data_dir.join("orchestra.db"),
     };
-    let batch_max_events = match raw.batch_max_events {
-        None => 50,
-        Some(n) if (1..=10_000).contains(&n) => n as usize,
-        Some(n) => {
-            c.invalid(
-                "backend.batch_max_events",
-                &n.to_string(),
-                "must be between 1 and 10000",
-            );
-            50
-        }
-    };
+    let batch_max_events = c.count("backend.batch_max_events", raw.batch_max_events, 10_000, 50);
     let batch_max_delay = c.positive_duration(
         "backend.batch_max_delay",
         raw.batch_max_delay.as_deref(),
@@ -168,9 +157,7 @@ pub(crate) fn realtime(
         None => RawRealtime::default(),
     };
     let auth = raw.auth.and_then(|name| match plugins.get(&name) {
-        Some(def) if def.definition.get("kind").and_then(|k| k.as_str()) == Some("jwt") => {
-            Some(name)
-        }
+        Some(def) if def.kind() == Some("jwt") => Some(name),
         Some(_) => {
             c.invalid("realtime.auth", &name, "must name a plugin of kind \"jwt\"");
             None

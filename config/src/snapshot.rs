@@ -123,13 +123,13 @@ impl PluginDef {
     /// True when this plugin reads files at build time (`jwt` secrets and JWKS), so a reload
     /// must rebuild it even when its table is unchanged.
     pub fn reads_files(&self) -> bool {
-        definition_reads_files(&self.definition)
+        orchestra_plugins::registry::reads_files(&self.definition)
     }
-}
 
-/// True when a `[plugins.NAME]` table describes a plugin that reads files at build time.
-pub(crate) fn definition_reads_files(definition: &toml::Value) -> bool {
-    definition.get("kind").and_then(|k| k.as_str()) == Some("jwt")
+    /// The plugin's `kind` as written in its table.
+    pub fn kind(&self) -> Option<&str> {
+        orchestra_plugins::registry::kind_of(&self.definition)
+    }
 }
 
 /// Listener addresses (`None` = off).

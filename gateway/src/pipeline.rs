@@ -379,7 +379,7 @@ impl Pipeline {
     /// CORS preflight) has no JSON body and is not counted as an error.
     pub fn error_response(&self, ctx: &mut RequestCtx, err: GatewayError) -> ErrorResponse {
         if let GatewayError::Rejected(r) = &err {
-            if r.reply {
+            if r.plain_answer {
                 return ErrorResponse {
                     status: r.status,
                     headers: r.headers.clone(),

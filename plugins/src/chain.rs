@@ -2,8 +2,8 @@
 //!
 //! Phases, each with a default so a plugin implements only what it needs:
 //! - [`Plugin::on_request`]: request head, in route order; may edit the upstream headers, fill the
-//!   [`PluginCtx`], or stop the request with a [`Reject`] (an error, or a plain reply such as a
-//!   CORS preflight answer).
+//!   [`PluginCtx`], or stop the request with a [`Reject`] (an error, or a plain answer such as a
+//!   CORS preflight `204`).
 //! - [`Plugin::on_request_body`]: each request body chunk with the running total, in route order,
 //!   for plugins whose [`Plugin::inspects_body`] is true (the chain skips the phase otherwise).
 //! - [`Plugin::on_response`]: response head, in reverse order. Before it, [`Chain::on_response`]
@@ -70,23 +70,24 @@ impl RequestView<'_> {
 /// A plugin's decision to answer the request itself instead of proxying it.
 ///
 /// Two kinds of answer:
-/// - an **error** (`reply == false`): the gateway sends `status`, `headers` and the JSON error body
-///   `{"error": {"code", "message", "request_id"}}`;
-/// - a **reply** (`reply == true`, built with [`Reject::reply`]): a normal answer such as a CORS
+/// - an **error** (`plain_answer == false`, built with [`Reject::new`]): the gateway sends
+///   `status`, `headers` and the JSON error body `{"error": {"code", "message", "request_id"}}`;
+/// - a **plain answer** (`plain_answer == true`, built with [`Reject::plain_answer`]): a normal
+///   answer such as a CORS
 ///   preflight `204`; the gateway sends `status` and `headers` with an empty body and no JSON,
 ///   and does not count it as an error. `code` is empty and `message` is for logs only.
 #[derive(Debug, Clone)]
 pub struct Reject {
     /// Status code of the gateway's answer.
     pub status: StatusCode,
-    /// Platform error code for the JSON body (e.g. `RATE_LIMITED`); empty for a reply.
+    /// Platform error code for the JSON body (e.g. `RATE_LIMITED`); empty for a plain answer.
     pub code: &'static str,
     /// Human-readable reason.
     pub message: String,
     /// Extra response headers (e.g. `Retry-After`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// `true` for a plain reply without an error body (see the type's doc).
-    pub reply: bool,
+    /// `true` for a plain answer without an error body (see the type's doc).
+    pub plain_answer: bool,
 }
 
 impl Reject {
@@ -97,12 +98,12 @@ impl Reject {
             code,
             message: message.into(),
             headers: Vec::new(),
-            reply: false,
+            plain_answer: false,
         }
     }
 
     /// A plain answer with `status` and `headers` and an empty body (not an error).
-    pub fn reply(
+    pub fn plain_answer(
         status: StatusCode,
         headers: Vec<(HeaderName, HeaderValue)>,
         message: impl Into<String>,
@@ -112,7 +113,7 @@ impl Reject {
             code: "",
             message: message.into(),
             headers,
-            reply: true,
+            plain_answer: true,
         }
     }
 
@@ -221,7 +222,7 @@ impl Chain {
     pub fn on_response(&self, status: StatusCode, headers: &mut dyn HeaderOps, ctx: &PluginCtx) {
         for (name, value) in &ctx.response_headers {
             if name == http::header::VARY {
-                crate::ops::merge_vary(headers, value);
+                crate::header_ops::merge_vary(headers, value);
             } else {
                 headers.set(name.clone(), value.clone());
             }

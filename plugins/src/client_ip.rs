@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::HeaderName;
 use ipnet::IpNet;
 
-use crate::ops::for_each_value;
+use crate::header_ops::for_each_value;
 use crate::HeaderOps;
 
 /// `X-Forwarded-For`.

@@ -13,7 +13,7 @@
 //!
 //! **Preflight** (`OPTIONS` with `Origin` and `Access-Control-Request-Method`): answered by the
 //! gateway, never proxied.
-//! - Origin, method and every requested header allowed → `204` (a [`Reject::reply`], no body)
+//! - Origin, method and every requested header allowed → `204` (a [`Reject::plain_answer`], no body)
 //!   with `Access-Control-Allow-Origin`, `-Allow-Methods`, `-Allow-Headers` (the configured list,
 //!   or the requested headers when `headers = "*"`), `-Allow-Credentials: true` (when
 //!   `credentials`), `-Max-Age` (when set) and `Vary: Origin, Access-Control-Request-Method,
@@ -34,6 +34,8 @@
 //! Origins compare ASCII-case-insensitively and exactly (`scheme://host[:port]`, no path).
 //! Put `cors` first in the route's chain: preflights carry no credentials, and CORS headers are
 //! then also on the error answers of later plugins (401, 429), so scripts can read them.
+
+pub(crate) mod config;
 
 use std::time::Duration;
 
@@ -248,7 +250,7 @@ impl CorsPlugin {
             headers.push((ACCESS_CONTROL_MAX_AGE, v.clone()));
         }
         headers.push((VARY, VARY_PREFLIGHT));
-        Reject::reply(
+        Reject::plain_answer(
             StatusCode::NO_CONTENT,
             headers,
             format!("CORS preflight from {shown}"),
@@ -362,7 +364,7 @@ mod tests {
             ],
         );
         let reply = r.expect_err("answered at the gateway");
-        assert!(reply.reply);
+        assert!(reply.plain_answer);
         assert_eq!(reply.status, StatusCode::NO_CONTENT);
         assert_eq!(reply.code, "");
         let h = &reply.headers;
@@ -412,7 +414,7 @@ mod tests {
         ] {
             let (r, _) = request(&c, Method::OPTIONS, &headers);
             let e = r.expect_err("denied");
-            assert!(!e.reply);
+            assert!(!e.plain_answer);
             assert_eq!(e.status, StatusCode::FORBIDDEN);
             assert_eq!(e.code, "AUTH_001");
             assert_eq!(e.message, format!("CORS: {what}"));

@@ -3,6 +3,8 @@
 //! Within one direction the edits apply in the order remove → set → add, so a rule can replace a
 //! header the client sent (`remove` + `add`) or pin it (`set`).
 
+pub(crate) mod config;
+
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::{HeaderOps, Plugin, PluginCtx, Reject, RequestView};

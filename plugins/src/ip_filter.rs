@@ -19,6 +19,8 @@
 //! says the address is not allowed). Lists are scanned linearly: keep them to a few hundred
 //! entries.
 
+pub(crate) mod config;
+
 use std::net::IpAddr;
 
 use http::StatusCode;

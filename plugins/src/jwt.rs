@@ -46,6 +46,8 @@
 //! [`PluginCtx::subject`]: crate::PluginCtx::subject
 //! [`PluginCtx::claims`]: crate::PluginCtx::claims
 
+pub(crate) mod config;
+
 use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -58,7 +60,7 @@ pub use jsonwebtoken::Algorithm;
 use jsonwebtoken::{AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use crate::ops::for_each_value;
+use crate::header_ops::for_each_value;
 use crate::{Claims, Plugin, Reject, RequestView};
 
 /// Minimum HMAC secret length (RFC 7518 §3.2: at least the hash output size).

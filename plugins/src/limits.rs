@@ -26,6 +26,8 @@
 //!
 //! [`HeaderOps::as_map`]: crate::HeaderOps::as_map
 
+pub(crate) mod config;
+
 use http::StatusCode;
 
 use crate::{Plugin, PluginCtx, Reject, RequestView};

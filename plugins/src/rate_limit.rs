@@ -40,6 +40,8 @@
 //! the request that notices runs it itself at most once every 10 s. Memory at 1,000,000 keys:
 //! 31 bytes per key by the store's own count, 37 by the process RSS delta (`benches/plugins.rs`).
 
+pub(crate) mod config;
+
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroU32;

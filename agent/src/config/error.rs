@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use orchestra_config_core::{Found, Problem};
+
 /// The `file` of an error about a command-line flag.
 pub const COMMAND_LINE: &str = "command line";
 
@@ -73,6 +75,11 @@ impl ConfigError {
         }
     }
 
+    /// The error for a problem found by the shared TOML reader (`orchestra_config_core`).
+    pub fn found(file: &str, found: Found) -> Self {
+        Self::new(file, found.path, found.problem.into())
+    }
+
     /// An [`ErrorKind::Invalid`] error.
     pub fn invalid(
         file: &str,
@@ -118,6 +125,25 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl From<Problem> for ErrorKind {
+    fn from(p: Problem) -> Self {
+        match p {
+            Problem::Syntax {
+                line,
+                column,
+                message,
+            } => ErrorKind::Syntax {
+                line,
+                column,
+                message,
+            },
+            Problem::UnknownKey => ErrorKind::UnknownKey,
+            Problem::Shape { message } => ErrorKind::Shape { message },
+            Problem::Invalid { value, reason } => ErrorKind::Invalid { value, reason },
+        }
+    }
+}
 
 /// Every error found in one config, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]

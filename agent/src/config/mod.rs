@@ -186,7 +186,7 @@ fn duration(
     errors: &mut Vec<ConfigError>,
 ) -> Duration {
     let Some(v) = value else { return default };
-    match orchestra_config::duration::parse_duration(v) {
+    match orchestra_config_core::duration::parse_duration(v) {
         Ok(d) if d >= range.0 && d <= range.1 => d,
         Ok(_) => {
             errors.push(ConfigError::invalid(
@@ -213,7 +213,7 @@ fn size(
     errors: &mut Vec<ConfigError>,
 ) -> u64 {
     let Some(v) = value else { return default };
-    match orchestra_config::size::parse_size(v) {
+    match orchestra_config_core::size::parse_size(v) {
         Ok(n) if n >= min => n,
         Ok(_) => {
             errors.push(ConfigError::invalid(

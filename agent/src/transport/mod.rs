@@ -277,6 +277,23 @@ pub enum ConnectError {
     },
 }
 
+/// Runs one connection `attempt`, bounded by `timeout` ([`ConnectError::Timeout`] naming
+/// `gateway` when it runs out).
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    gateway: &str,
+    attempt: impl std::future::Future<Output = Result<T, ConnectError>>,
+) -> Result<T, ConnectError> {
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ConnectError::Timeout {
+                addr: gateway.to_string(),
+                secs: timeout.as_secs_f64(),
+            })
+        })
+}
+
 /// Resolves `host:port` to its first address (a blocking lookup on tokio's pool).
 pub(crate) async fn resolve(addr: &str) -> Result<std::net::SocketAddr, ConnectError> {
     let mut addrs = tokio::net::lookup_host(addr)

@@ -87,14 +87,7 @@ impl QuicConnector {
                 heard: LastHeard::new(),
             })
         };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ConnectError::Timeout {
-                    addr: self.gateway.clone(),
-                    secs: self.timeout.as_secs_f64(),
-                })
-            })
+        super::within(self.timeout, &self.gateway, attempt).await
     }
 }
 

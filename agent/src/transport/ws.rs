@@ -105,14 +105,7 @@ impl WsConnector {
                     .map_err(|e| failed(e.to_string()))?;
             Ok(WsLink::start(ws, addr.to_string()))
         };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ConnectError::Timeout {
-                    addr: self.gateway.clone(),
-                    secs: self.timeout.as_secs_f64(),
-                })
-            })
+        super::within(self.timeout, &self.gateway, attempt).await
     }
 }
 

@@ -49,18 +49,12 @@ pub(crate) fn monitor(c: &mut Compiler<'_>, raw: Option<toml::Value>) -> Monitor
             ),
         );
     }
-    let webhook_attempts = match raw.webhook_attempts {
-        None => d.webhook_attempts,
-        Some(n) if (1..=20).contains(&n) => n as u32,
-        Some(n) => {
-            c.invalid(
-                "monitor.webhook_attempts",
-                &n.to_string(),
-                "must be between 1 and 20",
-            );
-            d.webhook_attempts
-        }
-    };
+    let webhook_attempts = c.count(
+        "monitor.webhook_attempts",
+        raw.webhook_attempts,
+        20,
+        d.webhook_attempts as usize,
+    ) as u32;
     let webhook_backoff = c.positive_duration(
         "monitor.webhook_backoff",
         raw.webhook_backoff.as_deref(),

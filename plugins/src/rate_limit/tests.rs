@@ -103,7 +103,7 @@ fn burst_then_429_with_headers() {
         .expect_err("over the burst");
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.code, "RATE_LIMITED");
-    assert!(!r.reply);
+    assert!(!r.plain_answer);
     assert_eq!(hdr(&r, "retry-after"), "1");
     assert_eq!(hdr(&r, "ratelimit-policy"), "\"api\";q=60;w=60");
     assert_eq!(hdr(&r, "ratelimit"), "\"api\";r=0;t=1");
