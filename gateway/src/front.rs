@@ -95,13 +95,14 @@ pingora_header_ops!(PingoraResponseHeaders);
 /// `Alt-Svc: h3=":PORT"; ma=86400` for responses over TLS while HTTP/3 is on and
 /// `[listeners] alt_svc` is true (the default).
 fn alt_svc(session: &Session, pipeline: &Pipeline, ctx: &RequestCtx) -> Option<HeaderValue> {
-    // The port the QUIC endpoint actually bound at start: a reload cannot move it.
-    let port = pipeline
+    // The port the QUIC endpoint actually bound at start (a reload cannot move it), formatted
+    // once when it was bound.
+    let value = pipeline
         .state()
-        .h3_port()
+        .alt_svc()
         .filter(|_| ctx.snapshot.listeners.alt_svc)?;
     session.digest()?.ssl_digest.as_ref()?;
-    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
+    Some(value.clone())
 }
 
 /// Writes a complete gateway-generated response.
@@ -322,7 +323,20 @@ impl ProxyHttp for PingoraFront {
             tokio::time::sleep(delay).await;
         }
         match self.pipeline.pick(ctx) {
-            Ok(p) => Ok(http_peer(&p.upstream, p.addr, session.is_upgrade_req())),
+            Ok(p) => {
+                let upgrade = session.is_upgrade_req();
+                // The peer built when the config was applied; building one here is the fallback.
+                Ok(
+                    match ctx
+                        .snapshot
+                        .peers
+                        .get(p.upstream_index, p.target_index, upgrade)
+                    {
+                        Some(peer) => Box::new(peer.clone()),
+                        None => http_peer(&p.upstream, p.addr, upgrade),
+                    },
+                )
+            }
             Err(e) => {
                 let status = e.status().as_u16();
                 ctx.error = Some(e);
