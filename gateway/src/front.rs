@@ -309,7 +309,20 @@ impl ProxyHttp for PingoraFront {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         match engine::begin_attempt(ctx).await {
-            Ok(p) => Ok(http_peer(&p.upstream, p.addr, session.is_upgrade_req())),
+            Ok(p) => {
+                let upgrade = session.is_upgrade_req();
+                // The peer built when the config was applied; building one here is the fallback.
+                Ok(
+                    match ctx
+                        .snapshot
+                        .peers
+                        .get(p.upstream_index, p.target_index, upgrade)
+                    {
+                        Some(peer) => Box::new(peer.clone()),
+                        None => http_peer(&p.upstream, p.addr, upgrade),
+                    },
+                )
+            }
             Err(e) => {
                 let status = e.status().as_u16();
                 ctx.error = Some(e);

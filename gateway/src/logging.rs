@@ -1,5 +1,6 @@
 //! Process logging: JSON lines (default) or human-readable text on stderr, level from `RUST_LOG`
-//! (default `info`). pingora's own `log` records are captured too.
+//! (default `info`). pingora's own `log` records are captured too. Access-log lines take their
+//! own path to stderr, formatted and written on a dedicated thread (see [`crate::access_log`]).
 
 use tracing_subscriber::EnvFilter;
 
@@ -29,5 +30,18 @@ pub fn init(format: LogFormat) {
     };
     if let Err(e) = result {
         eprintln!("logger already installed: {e}");
+    }
+    let lines = match format {
+        LogFormat::Json => crate::access_log::LineFormat::Json,
+        LogFormat::Text => crate::access_log::LineFormat::Text,
+    };
+    // `ORCHESTRA_ACCESS_LOG_INLINE=1`: lines go through the logger above on the request's own
+    // thread, unbatched (the behaviour before the writer thread; kept for A/B measurements).
+    if std::env::var_os("ORCHESTRA_ACCESS_LOG_INLINE").is_some_and(|v| v == "1") {
+        return;
+    }
+    if let Err(e) = crate::access_log::install(lines) {
+        // Access lines then go through the logger above, on the request's thread.
+        tracing::warn!(error = %e, "access log writer not started");
     }
 }

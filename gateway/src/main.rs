@@ -70,7 +70,10 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Run => {
             logging::init(cli.log_format);
-            run(&cli.config)
+            let code = run(&cli.config);
+            // Lines still queued for the access-log writer are written before the process ends.
+            orchestra_gateway::access_log::flush(Duration::from_secs(1));
+            code
         }
         Command::Stats { admin, window } => {
             let path = format!("/admin/histograms?window={window}");

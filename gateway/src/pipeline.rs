@@ -33,10 +33,10 @@ use orchestra_plugins::{HeaderOps, PluginCtx, Reject, RequestView};
 
 pub use orchestra_ingress::{RequestHead, Scheme, Upgrade};
 
-use crate::access_log::{self, AccessRecord};
+use crate::access_log::{self, AccessLine};
 use crate::engine::attempts::{self, Attempts};
 use crate::error::GatewayError;
-use crate::request_id::{RequestIdentity, TRACEPARENT, X_REQUEST_ID};
+use crate::request_id::{RequestIdentity, TRACEPARENT_NAME, X_REQUEST_ID_NAME};
 use crate::state::{GatewayState, InFlight, Live};
 
 /// The protocol a request arrived on.
@@ -71,6 +71,10 @@ pub struct Picked {
     pub upstream: Arc<Upstream>,
     /// The target's address.
     pub addr: SocketAddr,
+    /// Index of the upstream in the snapshot (the route's `upstream()`).
+    pub upstream_index: usize,
+    /// Index of the target in the upstream's balancer.
+    pub target_index: usize,
 }
 
 /// Per-request state, owned by the front for the request's lifetime.
@@ -305,8 +309,8 @@ impl Pipeline {
             }
         }
         if let Some(id) = &ctx.identity {
-            upstream_headers.set(HeaderName::from_static(X_REQUEST_ID), id.request_id.clone());
-            upstream_headers.set(HeaderName::from_static(TRACEPARENT), id.traceparent.clone());
+            upstream_headers.set(X_REQUEST_ID_NAME, id.request_id.clone());
+            upstream_headers.set(TRACEPARENT_NAME, id.traceparent.clone());
         }
         set_forwarded(
             upstream_headers,
@@ -366,7 +370,7 @@ impl Pipeline {
     /// Runs the response phase: `x-request-id` toward the client and the plugin chain in reverse.
     pub fn on_response(&self, ctx: &RequestCtx, status: StatusCode, headers: &mut dyn HeaderOps) {
         if let Some(id) = &ctx.identity {
-            headers.set(HeaderName::from_static(X_REQUEST_ID), id.request_id.clone());
+            headers.set(X_REQUEST_ID_NAME, id.request_id.clone());
         }
         if let Some(route) = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i)) {
             if !route.chain.is_empty() {
@@ -403,36 +407,37 @@ impl Pipeline {
     }
 
     /// Ends the request: releases the target slot, records latency histograms and status
-    /// counters, and writes the access-log line.
+    /// counters, and queues the access-log line (formatted and written on the access log's own
+    /// thread, see [`access_log`]).
+    ///
+    /// The second and last clock read of the request (the first is in [`Pipeline::begin`]).
+    /// `finish` is the request's last phase: it moves the path out of `ctx` into the log line.
     pub fn finish(&self, ctx: &mut RequestCtx, status: u16, bytes: usize) {
         ctx.attempts.finish();
-        let elapsed = ctx.started.elapsed();
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(ctx.started);
         self.record(ctx, status, elapsed);
         if !access_log::enabled() {
             return;
         }
         let route = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i));
-        let mut addr_buf = String::new();
-        if let Some(p) = &ctx.picked {
-            use std::fmt::Write;
-            let _ = write!(addr_buf, "{}", p.addr);
+        let mut path = std::mem::take(&mut ctx.path);
+        // The query is left out of the log: it may carry tokens (`?token=`).
+        if let Some(q) = path.find('?') {
+            path.truncate(q);
         }
-        access_log::write(&AccessRecord {
-            request_id: ctx.request_id(),
+        access_log::submit(AccessLine {
+            request_id: ctx.identity.as_ref().map(|i| i.request_id.clone()),
             protocol: ctx.protocol.as_str(),
-            method: ctx.method.as_str(),
-            // The query is left out of the log: it may carry tokens (`?token=`).
-            path: ctx.path.split('?').next().unwrap_or(""),
-            route: route.map(|r| &*r.name).unwrap_or("-"),
-            upstream: ctx
-                .picked
-                .as_ref()
-                .map(|p| &*p.upstream.name)
-                .unwrap_or("-"),
-            target: if addr_buf.is_empty() { "-" } else { &addr_buf },
+            method: ctx.method.clone(),
+            path,
+            route: route.map(|r| Arc::clone(&r.name)),
+            upstream: ctx.picked.as_ref().map(|p| Arc::clone(&p.upstream.name)),
+            target: ctx.picked.as_ref().map(|p| p.addr),
             status,
             bytes,
             duration: elapsed,
+            ended,
             error: ctx.error.as_ref().map(GatewayError::code).unwrap_or(""),
         });
     }

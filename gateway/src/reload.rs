@@ -150,7 +150,9 @@ pub(crate) fn make_live(
     source: &'static str,
 ) -> Live {
     let series = SeriesIndex::build(registry, &snapshot);
+    let peers = crate::upstream::PeerIndex::build(&snapshot);
     Live {
+        peers,
         snapshot,
         version,
         sha256: sha256_hex(text),

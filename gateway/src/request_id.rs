@@ -18,6 +18,10 @@ use http::{HeaderMap, HeaderValue};
 pub const X_REQUEST_ID: &str = "x-request-id";
 /// W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
+/// [`X_REQUEST_ID`] as a header name, built at compile time (no per-request validation).
+pub const X_REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(X_REQUEST_ID);
+/// [`TRACEPARENT`] as a header name, built at compile time.
+pub const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
 
 thread_local! {
     static RNG: Cell<u64> = Cell::new(seed());

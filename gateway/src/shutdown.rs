@@ -191,6 +191,8 @@ pub fn run_control_plane(
             }
         }
     });
+    // Access-log lines still queued for the writer thread are written first.
+    crate::access_log::flush(Duration::from_secs(1));
     std::process::exit(code)
 }
 

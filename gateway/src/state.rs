@@ -1,11 +1,16 @@
 //! Live state shared by every request and every front: the current [`Live`] config behind an
 //! `ArcSwap`, the latency registry, the config history, and process-wide counters.
+//!
+//! A replaced config is handed to a retirer thread ([`GatewayState::swap`]), which holds it until
+//! no request uses it and then drops it there: freeing a snapshot (routes, balancers, plugin
+//! chains, peers) never lands on the request that happened to hold the last reference.
 
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use orchestra_config::Snapshot;
@@ -33,6 +38,8 @@ pub struct Live {
     pub applied_at: SystemTime,
     /// Interned metric series for this config's routes and targets.
     pub series: SeriesIndex,
+    /// The pingora peer of every target, built once per applied config.
+    pub peers: crate::upstream::PeerIndex,
 }
 
 impl Deref for Live {
@@ -155,6 +162,10 @@ pub struct GatewayState {
     in_flight: AtomicUsize,
     ready: AtomicBool,
     h3_port: std::sync::OnceLock<u16>,
+    /// `Alt-Svc` for the bound HTTP/3 port, formatted once.
+    alt_svc: std::sync::OnceLock<http::HeaderValue>,
+    /// Replaced configs go to the retirer thread (see the module doc).
+    retire: Option<mpsc::Sender<Arc<Live>>>,
     agents: std::sync::OnceLock<Arc<crate::agent_hub::AgentService>>,
     backend: std::sync::OnceLock<Arc<crate::backend::Backend>>,
     /// Alert states and the dashboard's time series, maintained by [`crate::monitor`].
@@ -176,6 +187,8 @@ impl GatewayState {
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             h3_port: std::sync::OnceLock::new(),
+            alt_svc: std::sync::OnceLock::new(),
+            retire: spawn_retirer(),
             agents: std::sync::OnceLock::new(),
             backend: std::sync::OnceLock::new(),
             monitor: crate::monitor::MonitorState::default(),
@@ -194,14 +207,27 @@ impl GatewayState {
         self.live()
     }
 
-    /// Swaps in a new config; requests already running keep theirs.
+    /// Swaps in a new config; requests already running keep theirs. The old config is released
+    /// on the retirer thread once the last request using it ends.
     pub(crate) fn swap(&self, live: Live) {
-        self.live.store(Arc::new(live));
+        let old = self.live.swap(Arc::new(live));
+        if let Some(tx) = &self.retire {
+            // Fails only when the retirer thread is gone; then `old` drops here, as before.
+            let _ = tx.send(old);
+        }
     }
 
     /// Records the UDP port the HTTP/3 endpoint bound (advertised in `Alt-Svc`).
     pub fn set_h3_port(&self, port: u16) {
         let _ = self.h3_port.set(port);
+        if let Ok(v) = http::HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")) {
+            let _ = self.alt_svc.set(v);
+        }
+    }
+
+    /// `Alt-Svc: h3=":PORT"; ma=86400` for the bound HTTP/3 port, when the endpoint runs.
+    pub fn alt_svc(&self) -> Option<&http::HeaderValue> {
+        self.alt_svc.get()
     }
 
     /// The bound HTTP/3 port, when the endpoint runs.
@@ -273,6 +299,43 @@ impl GatewayState {
     /// True once every listener accepts connections and the config is loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// How often the retirer looks for retired configs no request uses any more.
+const RETIRE_POLL: Duration = Duration::from_millis(100);
+
+/// Starts the thread that drops replaced configs (see the module doc). `None` when the OS
+/// refuses a thread: configs are then dropped wherever their last reference goes.
+fn spawn_retirer() -> Option<mpsc::Sender<Arc<Live>>> {
+    let (tx, rx) = mpsc::channel::<Arc<Live>>();
+    let spawned = std::thread::Builder::new()
+        .name("config-retire".into())
+        .spawn(move || {
+            let mut held: Vec<Arc<Live>> = Vec::new();
+            loop {
+                // Nothing held: sleep until a config is retired.
+                let next = if held.is_empty() {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                } else {
+                    rx.recv_timeout(RETIRE_POLL)
+                };
+                match next {
+                    Ok(old) => held.push(old),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                // Only this thread holds it: no request can load it again (it left the
+                // `ArcSwap` before it was sent here), so dropping it here is the last drop.
+                held.retain(|live| Arc::strong_count(live) > 1);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot spawn the config-retire thread; old configs are dropped inline");
+            None
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! How a picked target becomes a pingora [`HttpPeer`]: protocol (ALPN), TLS and timeouts.
 //!
 //! pingora pools connections per peer (address, TLS name and options), so every request to the
-//! same target of an unchanged upstream reuses idle connections from one pool.
+//! same target of an unchanged upstream reuses idle connections from one pool. The peers of every
+//! target are built once, when a config is applied ([`PeerIndex`], kept in
+//! [`crate::state::Live`]); a request clones its target's prebuilt peer.
 
 use std::net::SocketAddr;
 
-use orchestra_config::{Upstream, UpstreamProtocol};
+use orchestra_config::{Snapshot, Upstream, UpstreamProtocol};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 
@@ -14,6 +16,10 @@ use pingora::upstreams::peer::HttpPeer;
 /// `upgrade` marks a WebSocket (or other HTTP/1.1 upgrade) request: it must go over HTTP/1.1 and
 /// has no read timeout once upgraded, since a tunnel may stay quiet for long stretches.
 pub fn http_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> Box<HttpPeer> {
+    Box::new(build_peer(upstream, addr, upgrade))
+}
+
+fn build_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> HttpPeer {
     let (tls, sni) = match &upstream.tls {
         Some(t) if t.sni.is_empty() => (true, addr.ip().to_string()),
         Some(t) => (true, t.sni.clone()),
@@ -36,5 +42,38 @@ pub fn http_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> Box<Ht
         o.verify_cert = t.verify;
         o.verify_hostname = t.verify;
     }
-    Box::new(peer)
+    peer
+}
+
+/// The peers of every target of a snapshot, built when the snapshot is applied: per upstream
+/// (snapshot order), per target (balancer order), the plain and the upgrade peer.
+#[derive(Debug, Default)]
+pub struct PeerIndex {
+    peers: Vec<Vec<[HttpPeer; 2]>>,
+}
+
+impl PeerIndex {
+    /// Builds the peers of every target of `snapshot`.
+    pub fn build(snapshot: &Snapshot) -> PeerIndex {
+        let peers = snapshot
+            .upstreams
+            .iter()
+            .map(|u| {
+                u.balancer
+                    .targets()
+                    .iter()
+                    .map(|t| [build_peer(u, t.addr, false), build_peer(u, t.addr, true)])
+                    .collect()
+            })
+            .collect();
+        PeerIndex { peers }
+    }
+
+    /// The peer of target `target` of upstream `upstream`, for an upgrade request or not.
+    pub fn get(&self, upstream: usize, target: usize, upgrade: bool) -> Option<&HttpPeer> {
+        self.peers
+            .get(upstream)?
+            .get(target)
+            .map(|p| &p[usize::from(upgrade)])
+    }
 }

@@ -1,5 +1,6 @@
 //! Gauges and counters `GET /metrics` exports besides the latency registry: upstream target
-//! health and traffic, agents online, alert states, config version, requests in flight.
+//! health and traffic, agents online, alert states, config version, requests in flight, access-log
+//! lines dropped.
 
 use std::fmt::Write;
 
@@ -131,4 +132,15 @@ pub(super) fn append(out: &mut String, state: &GatewayState) {
         "Requests being handled, across all fronts.",
     );
     let _ = writeln!(out, "orchestra_in_flight_requests {}", state.in_flight());
+    header(
+        out,
+        "orchestra_access_log_dropped_total",
+        "counter",
+        "Access-log lines dropped because the log writer was behind (a stalled or slow stderr); requests never wait for the log.",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_access_log_dropped_total {}",
+        crate::access_log::dropped()
+    );
 }

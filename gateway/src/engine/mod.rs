@@ -123,8 +123,15 @@ pub async fn begin_attempt(ctx: &mut RequestCtx) -> Result<Picked, GatewayError>
 
 /// Picks a target for one attempt (no backoff; [`begin_attempt`] waits it).
 pub fn pick(ctx: &mut RequestCtx) -> Result<Picked, GatewayError> {
+    let upstream_index = ctx
+        .route
+        .and_then(|i| ctx.snapshot.routes.routes().get(i))
+        .and_then(|r| r.upstream())
+        .ok_or_else(|| GatewayError::Internal("pick before route".into()))?;
     let upstream = ctx
-        .upstream()
+        .snapshot
+        .upstreams
+        .get(upstream_index)
         .cloned()
         .ok_or_else(|| GatewayError::Internal("pick before route".into()))?;
     let i = ctx.attempts.start(&upstream)?;
@@ -136,6 +143,8 @@ pub fn pick(ctx: &mut RequestCtx) -> Result<Picked, GatewayError> {
     let picked = Picked {
         addr: target.addr,
         upstream: Arc::clone(&upstream),
+        upstream_index,
+        target_index: i,
     };
     ctx.picked = Some(picked.clone());
     Ok(picked)

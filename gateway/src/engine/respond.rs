@@ -62,9 +62,9 @@ pub fn alt_svc(pipeline: &Pipeline, ctx: &RequestCtx, may_advertise: bool) -> Op
     if !may_advertise || !ctx.snapshot.listeners.alt_svc {
         return None;
     }
-    // The port the QUIC endpoint actually bound at start: a reload cannot move it.
-    let port = pipeline.state().h3_port()?;
-    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
+    // The port the QUIC endpoint actually bound at start (a reload cannot move it), formatted
+    // once when it was bound.
+    pipeline.state().alt_svc().cloned()
 }
 
 /// Writes a complete gateway-generated response through `writer`.

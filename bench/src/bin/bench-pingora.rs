@@ -1,0 +1,174 @@
+//! `bench-pingora`: the framework floor in side-by-side comparisons — a minimal pingora proxy.
+//!
+//! It forwards every request to one upstream through pingora's pooled connector and does nothing
+//! else: no routing, no plugins, no histograms, no request id. It is built from the same pingora
+//! crates (including the workspace's vendored patches), with the same allocator (mimalloc) and
+//! runtime settings as `orchestra-gateway` (`--threads` workers, no work stealing, HTTP/1.1 +
+//! h2c on `--listen`, TLS with ALPN h2/http1.1 on `--tls-listen`), so the gap between the two in
+//! `bench/compare` is the gateway's own cost per request.
+//!
+//! `--access-log FILE` appends one line per request to FILE through a buffer (flushed when it
+//! fills and once a second), the way nginx writes `access_log ... buffer=`: the cheapest honest
+//! access log a pingora proxy can have, written on the worker.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clap::Parser;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::*;
+use pingora::protocols::ALPN;
+use pingora::proxy::{http_proxy_service_with_name, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::upstreams::peer::HttpPeer;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Minimal pingora proxy (the framework floor for bench/compare).
+#[derive(Debug, Parser)]
+#[command(name = "bench-pingora", version)]
+struct Args {
+    /// Plain-text listener (HTTP/1.1 and h2c prior knowledge).
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    listen: SocketAddr,
+    /// Optional TLS listener (ALPN h2, http/1.1); needs --cert and --key.
+    #[arg(long, requires_all = ["cert", "key"])]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The upstream every request goes to (plain HTTP/1.1, pooled keep-alive connections).
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    upstream: SocketAddr,
+    /// Worker threads (pingora runtime, no work stealing).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Append one access-log line per request to this file (buffered).
+    #[arg(long)]
+    access_log: Option<PathBuf>,
+}
+
+/// A buffered access-log file, flushed when the buffer fills and at least once a second.
+struct AccessLog {
+    out: Mutex<(BufWriter<File>, Instant)>,
+}
+
+impl AccessLog {
+    fn write(&self, session: &Session, status: u16, started: Instant) {
+        let req = session.req_header();
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let (w, last_flush) = &mut *out;
+        let _ = writeln!(
+            w,
+            "{} {} {} {} {}",
+            req.method,
+            req.uri.path(),
+            status,
+            session.body_bytes_sent(),
+            started.elapsed().as_micros()
+        );
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            let _ = w.flush();
+            *last_flush = Instant::now();
+        }
+    }
+}
+
+/// The no-op proxy: every request goes to `upstream`.
+struct Bare {
+    upstream: SocketAddr,
+    access_log: Option<Arc<AccessLog>>,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = Option<Instant>;
+
+    fn new_ctx(&self) -> Self::CTX {
+        self.access_log.as_ref().map(|_| Instant::now())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(1));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        if let (Some(log), Some(started)) = (&self.access_log, ctx) {
+            let status = session
+                .response_written()
+                .map(|r| r.status.as_u16())
+                .unwrap_or(0);
+            log.write(session, status, *started);
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let access_log = match &args.access_log {
+        Some(path) => match File::options().create(true).append(true).open(path) {
+            Ok(f) => Some(Arc::new(AccessLog {
+                out: Mutex::new((BufWriter::with_capacity(64 * 1024, f), Instant::now())),
+            })),
+            Err(e) => {
+                eprintln!("bench-pingora: cannot open {}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let conf = ServerConf {
+        threads: args.threads.max(1),
+        work_stealing: false,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let conf = Arc::clone(&server.configuration);
+    let mut service = http_proxy_service_with_name(
+        &conf,
+        Bare {
+            upstream: args.upstream,
+            access_log,
+        },
+        "bench-pingora",
+    );
+    if let Some(app) = service.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    service.add_tcp(&args.listen.to_string());
+    if let (Some(addr), Some(cert), Some(key)) = (args.tls_listen, &args.cert, &args.key) {
+        let tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy());
+        let mut tls = match tls {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("bench-pingora: TLS settings: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        tls.set_alpn(ALPN::H2H1);
+        service.add_tls_with_settings(&addr.to_string(), None, tls);
+    }
+    server.add_service(service);
+    server.run_forever()
+}
