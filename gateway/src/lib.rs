@@ -50,6 +50,7 @@ pub mod logging;
 pub mod monitor;
 pub mod pipeline;
 pub mod realtime;
+pub mod relay;
 pub mod reload;
 pub mod request_id;
 pub mod shutdown;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use orchestra_config::Snapshot;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::ALPN;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
@@ -101,7 +102,14 @@ pub fn start(
     service.set_max_connections_per_listener(Some(limits.max_connections));
     service.set_handshake_timeout(limits.header_read_timeout);
     if let Some(addr) = snapshot.listeners.http {
-        service.add_tcp(&addr.to_string());
+        // No L4 read buffer on cleartext: pingora's default 64 KiB `BufReader` lives as long as
+        // the connection, and an upgraded connection's reads (which [`crate::relay`] keeps
+        // buffer-free while idle) would fill it and keep it. Heads are read into their own 4 KiB
+        // buffer, so an HTTP/1.1 request still takes one read. TLS keeps the default: the
+        // record layer reads in small pieces.
+        service.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
+        );
     }
     if let (Some(addr), Some(cert)) = (snapshot.listeners.https, cert) {
         let mut tls = match TlsSettings::intermediate("", "") {

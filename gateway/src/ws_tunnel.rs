@@ -178,37 +178,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Copies bytes both ways until either side closes or fails.
+/// Copies bytes both ways until either side closes or fails, holding no buffer while the
+/// connection is idle ([`crate::relay`]).
 async fn pump(session: &mut Session, upstream: TcpStream) {
-    let (mut up_read, mut up_write) = upstream.into_split();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        tokio::select! {
-            from_client = session.read_request_body() => match from_client {
-                Ok(Some(data)) => {
-                    if up_write.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    let _ = up_write.shutdown().await;
-                    break;
-                }
-            },
-            from_upstream = up_read.read(&mut buf) => match from_upstream {
-                Ok(n) if n > 0 => {
-                    let data = Bytes::copy_from_slice(&buf[..n]);
-                    if session.write_response_body(Some(data), false).await.is_err() {
-                        break;
-                    }
-                }
-                _ => {
-                    let _ = session.write_response_body(None, true).await;
-                    break;
-                }
-            },
-        }
-    }
+    crate::relay::run(session, crate::relay::TcpPeer::new(upstream)).await;
 }
 
 /// Serializes the request head as the pipeline left it.

@@ -151,6 +151,8 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    // ORCHESTRA PATCH (idle body buffer): see `set_release_idle_buffer`.
+    release_idle_buffer: bool,
 }
 
 impl BodyReader {
@@ -162,8 +164,62 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            release_idle_buffer: false,
         }
     }
+
+    // ORCHESTRA PATCH (idle body buffer) begin
+    /// Whether a close-delimited body (an upgraded connection's bytes) is read without holding
+    /// the body buffer while waiting for data.
+    ///
+    /// By default every read reserves `body_buf_size` (64 KiB) before waiting, so an idle
+    /// upgraded connection (a WebSocket) holds that buffer for as long as it stays open. With
+    /// this set, the buffer is released before each wait, the wait reads a single byte, and the
+    /// buffer is allocated again only once data has arrived; the read then takes whatever else
+    /// is already available without waiting again. Reads of other body framings are unchanged.
+    pub fn set_release_idle_buffer(&mut self, release: bool) {
+        self.release_idle_buffer = release;
+    }
+
+    /// Waits for the first byte of the next burst holding no buffer, then reads what else is
+    /// ready into a fresh body buffer without waiting. Returns the bytes now in the buffer
+    /// (0: the stream ended).
+    async fn read_burst_without_idle_buffer<S>(&mut self, stream: &mut S) -> Result<usize>
+    where
+        S: AsyncRead + Unpin + Send,
+    {
+        self.body_buf = None;
+        let mut first = [0u8; 1];
+        let got = stream
+            .read(&mut first)
+            .await
+            .or_err(ReadError, "when reading body")?;
+        if got == 0 {
+            return Ok(0);
+        }
+        let read_size = self.body_buf_size;
+        let body_buf = self.prepare_buf_for_io(read_size);
+        body_buf.put_u8(first[0]);
+        // One poll: take what is already buffered or in the socket, never wait for more.
+        let more = std::future::poll_fn(|cx| {
+            let mut limited = AsyncReadExt::take(&mut *stream, (read_size - 1) as u64);
+            let read = limited.read_buf(&mut *body_buf);
+            match pin!(read).poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r),
+                Poll::Pending => Poll::Ready(Ok(0)),
+            }
+        })
+        .await;
+        match more {
+            Ok(n) => Ok(n + 1),
+            // The byte already read is delivered; the next read reports the failure or the end.
+            Err(e) => {
+                debug!("read after the first byte of a burst failed: {e}");
+                Ok(1)
+            }
+        }
+    }
+    // ORCHESTRA PATCH (idle body buffer) end
 
     pub fn need_init(&self) -> bool {
         matches!(self.body_state, PS::ToStart)
@@ -460,7 +516,10 @@ impl BodyReader {
     {
         let mut n = self.rewind_buf_len;
         self.rewind_buf_len = 0; // we only need to read rewind data once
-        if n == 0 {
+        if n == 0 && self.release_idle_buffer {
+            // ORCHESTRA PATCH (idle body buffer): no buffer held while waiting.
+            n = self.read_burst_without_idle_buffer(stream).await?;
+        } else if n == 0 {
             /* Need to actually read */
             let read_size = self.body_buf_size;
             let body_buf = self.prepare_buf_for_io(read_size);
@@ -2190,6 +2249,47 @@ mod tests {
         assert_eq!(body_reader.body_state, ParseState::Complete(1));
         assert_eq!(body_reader.get_body_overread(), None);
     }
+
+    // ORCHESTRA PATCH (idle body buffer) begin
+    #[tokio::test]
+    async fn read_until_close_releasing_idle_buffer() {
+        init_log();
+        let mut mock_io = Builder::new()
+            .read(&b"hello"[..])
+            .wait(std::time::Duration::from_millis(5))
+            .read(&b"world!"[..])
+            .read(&b""[..])
+            .build();
+        let mut body_reader = BodyReader::new(false);
+        body_reader.set_release_idle_buffer(true);
+        body_reader.init_close_delimited(b"");
+        // The first burst arrives whole: one byte while waiting, the rest without waiting.
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"hello");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"world!");
+        assert_eq!(body_reader.body_state, ParseState::UntilClose(11));
+        let res = body_reader.read_body(&mut mock_io).await.unwrap();
+        assert_eq!(res, None);
+        assert_eq!(body_reader.body_state, ParseState::Complete(11));
+        // No buffer is kept once the burst has been handed out.
+        assert!(body_reader.body_buf.is_none());
+    }
+
+    #[tokio::test]
+    async fn read_until_close_releasing_idle_buffer_rewind_first() {
+        init_log();
+        let mut mock_io = Builder::new().read(&b"cd"[..]).read(&b""[..]).build();
+        let mut body_reader = BodyReader::new(false);
+        body_reader.set_release_idle_buffer(true);
+        body_reader.init_close_delimited(b"ab");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"ab");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"cd");
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
+    }
+    // ORCHESTRA PATCH (idle body buffer) end
 
     #[tokio::test]
     async fn read_with_body_http10_rewind() {

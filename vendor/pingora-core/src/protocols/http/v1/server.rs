@@ -1388,6 +1388,15 @@ impl HttpSession {
     }
     // ORCHESTRA PATCH (header read timeout) end
 
+    // ORCHESTRA PATCH (idle body buffer) begin
+    /// Reads an upgraded connection's bytes without holding the 64 KiB body buffer while the
+    /// client is silent (see [`BodyReader::set_release_idle_buffer`]): for long-lived, mostly
+    /// idle upgraded connections such as WebSockets. Off by default.
+    pub fn set_release_idle_body_buffer(&mut self, release: bool) {
+        self.body_reader.set_release_idle_buffer(release);
+    }
+    // ORCHESTRA PATCH (idle body buffer) end
+
     /// Sets the downstream read timeout. This will trigger if we're unable
     /// to read from the stream after `timeout`.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {

@@ -1,0 +1,198 @@
+//! The byte relay behind proxied WebSockets ([`crate::ws_tunnel`]): copies bytes between the
+//! client's pingora [`Session`] and a [`Peer`] until either side ends, and holds **no buffer
+//! while the connection is idle**. (`/ws` and `/agent/ws` in `ws_server.rs` still use their own
+//! duplex pipe and copy loop.)
+//!
+//! A WebSocket can stay open and silent for hours, so what an idle one costs is what the gateway
+//! pays per connection. Buffers exist only while bytes flow:
+//!
+//! - client → peer: the session reads with pingora's body buffer released between bursts
+//!   (`ORCHESTRA PATCH (idle body buffer)` in `vendor/pingora-core`, switched on by [`run`]); each
+//!   burst arrives as one [`Bytes`] handed to the peer as is;
+//! - peer → client: a TCP upstream is awaited with [`TcpStream::readable`] (no buffer), then read
+//!   into a buffer kept for the burst and dropped as soon as a read would block ([`TcpPeer`]).
+//!
+//! Each chunk goes to the client as the `Bytes` it was read into: no copy on the way.
+
+use std::future::Future;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::Session;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Largest single read from a TCP peer; a burst larger than this is relayed in several chunks.
+pub const READ_CHUNK: usize = 16 * 1024;
+/// A burst buffer with less room than this left is replaced before the next read.
+const MIN_READ_ROOM: usize = 2 * 1024;
+
+/// The other end of a relayed connection.
+pub trait Peer: Send {
+    /// Waits for the peer's next bytes; `Ok(None)` when it has finished sending.
+    ///
+    /// Must be cancel-safe: the relay drops this future whenever the client's bytes come first,
+    /// and nothing may be lost when it does.
+    fn recv(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
+    /// Sends the client's bytes to the peer.
+    fn send(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Tells the peer the client has finished sending (half-close).
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Copies bytes both ways between `session` (after its `101`) and `peer` until either side
+/// closes or fails. The client ending its side half-closes the peer; the peer ending its side
+/// ends the response (and with it the client connection).
+pub async fn run<P: Peer>(session: &mut Session, mut peer: P) {
+    release_idle_body_buffer(session);
+    loop {
+        tokio::select! {
+            from_client = session.read_request_body() => match from_client {
+                Ok(Some(data)) => {
+                    if peer.send(data).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    peer.finish().await;
+                    break;
+                }
+            },
+            from_peer = peer.recv() => match from_peer {
+                Ok(Some(data)) => {
+                    if session.write_response_body(Some(data), false).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    let _ = session.write_response_body(None, true).await;
+                    break;
+                }
+            },
+        }
+    }
+}
+
+/// Lets an HTTP/1 session read its upgraded body without holding pingora's 64 KiB body buffer
+/// while the client is silent.
+fn release_idle_body_buffer(session: &mut Session) {
+    if let ServerSession::H1(h1) = session.as_downstream_mut() {
+        h1.set_release_idle_body_buffer(true);
+    }
+}
+
+/// A TCP upstream as a [`Peer`]: waits for readability holding no buffer, reads a burst into one
+/// buffer, and drops that buffer as soon as a read would block.
+#[derive(Debug)]
+pub struct TcpPeer {
+    stream: TcpStream,
+    /// The current burst's buffer; `None` while the upstream is silent.
+    burst: Option<BytesMut>,
+}
+
+impl TcpPeer {
+    /// Relays to and from `stream`.
+    pub fn new(stream: TcpStream) -> Self {
+        TcpPeer {
+            stream,
+            burst: None,
+        }
+    }
+
+    /// One read without waiting: `Ok(Some(None))` at the end of the stream, `Ok(None)` when a
+    /// read would block (the burst buffer is then released).
+    fn try_read(&mut self) -> io::Result<Option<Option<Bytes>>> {
+        let buf = self
+            .burst
+            .get_or_insert_with(|| BytesMut::with_capacity(READ_CHUNK));
+        if buf.capacity() - buf.len() < MIN_READ_ROOM {
+            *buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        match self.stream.try_read_buf(buf) {
+            Ok(0) => {
+                self.burst = None;
+                Ok(Some(None))
+            }
+            // The chunk keeps its part of the buffer; the rest serves the burst's next read.
+            Ok(_) => Ok(Some(Some(buf.split().freeze()))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.burst = None;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Peer for TcpPeer {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if self.burst.is_none() {
+                // Idle: wait holding nothing but the socket's registration.
+                self.stream.readable().await?;
+            }
+            if let Some(read) = self.try_read()? {
+                return Ok(read);
+            }
+        }
+    }
+
+    async fn send(&mut self, data: Bytes) -> io::Result<()> {
+        self.stream.write_all(&data).await
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpPeer, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (TcpPeer::new(client.unwrap()), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn burst_buffer_is_released_when_the_upstream_goes_quiet() {
+        let (mut peer, mut far) = pair().await;
+        far.write_all(b"hello").await.unwrap();
+        let got = peer.recv().await.unwrap().unwrap();
+        assert_eq!(&got[..], b"hello");
+        // Still inside the burst: the next read finds nothing and drops the buffer.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), peer.recv()).await;
+        assert!(waiting.is_err(), "nothing was sent, recv must wait");
+        assert!(peer.burst.is_none(), "an idle peer holds no buffer");
+        far.write_all(b"again").await.unwrap();
+        let got = peer.recv().await.unwrap().unwrap();
+        assert_eq!(&got[..], b"again");
+        drop(far);
+        assert_eq!(peer.recv().await.unwrap(), None);
+        assert!(peer.burst.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_large_burst_arrives_whole_and_in_order() {
+        let (mut peer, mut far) = pair().await;
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = big.clone();
+        let writer = tokio::spawn(async move {
+            far.write_all(&sent).await.unwrap();
+        });
+        let mut got = Vec::new();
+        while got.len() < big.len() {
+            let chunk = peer.recv().await.unwrap().unwrap();
+            assert!(chunk.len() <= READ_CHUNK);
+            got.extend_from_slice(&chunk);
+        }
+        writer.await.unwrap();
+        assert_eq!(got, big);
+    }
+}

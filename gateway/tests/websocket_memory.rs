@@ -1,0 +1,177 @@
+//! What an idle proxied WebSocket costs the gateway: the real `orchestra-gateway` binary runs as
+//! a child process, this test holds [`CONNECTIONS`] WebSockets through it to an echo upstream
+//! (each one has carried a message, then goes quiet), and the child's `VmRSS` growth per
+//! connection must stay within [`BOUND_PER_CONNECTION`].
+//!
+//! Issue 14's goal is 16 KiB; it is **not met yet**. With the idle-cheap relay
+//! (`gateway/src/relay.rs`, pingora's body buffer released while idle, no L4 read buffer on the
+//! cleartext listener) `bench/ws-idle` measured 53 KiB per connection at 2,000 and 40 KiB at
+//! 8,000 (from ≈ 200 KB before; `bench/RESULTS.md`). The bound below guards that gain: the old
+//! relay (64 KiB body buffer + 64 KiB L4 buffer + 16 KiB copy buffer per connection) fails it.
+//! Lower it to 16 KiB once the rest of the per-connection state is cut.
+//!
+//! Only the gateway's memory is read (`/proc/<child pid>/status`); the clients and the upstream
+//! live in this process. TCP socket buffers are kernel memory and are not in RSS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use testkit::WsEchoServer;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Idle WebSockets held at once.
+const CONNECTIONS: usize = 2_000;
+/// The bound per idle proxied WebSocket today (see the module docs: the goal is 16 KiB).
+const BOUND_PER_CONNECTION: u64 = 64 * 1024;
+/// Connections opened before the first reading (and closed again), so that memory the gateway
+/// allocates once (worker pools, allocator pages of the first connections) is not counted.
+const WARM_UP: usize = 100;
+/// Handshakes in flight at once while opening.
+const OPEN_CONCURRENCY: usize = 64;
+/// File descriptors needed here: a client and an accepted upstream socket per connection, plus
+/// slack for the runtime and the test harness. The gateway inherits the raised limit and needs
+/// two per connection too.
+const FDS_NEEDED: u64 = 2 * CONNECTIONS as u64 + 512;
+
+/// The gateway's resident set, in bytes.
+fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS line in /proc/{pid}/status"));
+    kib * 1024
+}
+
+/// Polls until two readings 100 ms apart differ by less than 64 KiB (the gateway has finished
+/// the work the last handshakes caused), at most 10 s; returns the last reading.
+async fn settled_rss(pid: u32) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = vm_rss(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = vm_rss(pid);
+        if now.abs_diff(last) < 64 * 1024 || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Raises the soft open-file limit to what the test needs (up to the hard limit).
+fn raise_fd_limit() {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit(RLIMIT_NOFILE)");
+    if soft >= FDS_NEEDED {
+        return;
+    }
+    assert!(
+        hard >= FDS_NEEDED,
+        "this test holds {CONNECTIONS} WebSockets and needs {FDS_NEEDED} open files; the hard \
+         RLIMIT_NOFILE is {hard}: raise it (e.g. `ulimit -Hn 20000` as root, or LimitNOFILE= \
+         in the CI runner's service)"
+    );
+    setrlimit(Resource::RLIMIT_NOFILE, FDS_NEEDED, hard).expect("setrlimit(RLIMIT_NOFILE)");
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `n` WebSockets through the gateway; each sends one message and waits for its echo.
+async fn open(url: &str, n: usize) -> Vec<Socket> {
+    let gate = std::sync::Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let gate = std::sync::Arc::clone(&gate);
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let _slot = gate.acquire_owned().await.expect("semaphore");
+            let (mut socket, _) =
+                tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
+                    .await
+                    .unwrap_or_else(|_| panic!("handshake {i} timed out"))
+                    .unwrap_or_else(|e| panic!("handshake {i} through the gateway: {e}"));
+            let hello = format!("hello {i}");
+            socket
+                .send(Message::text(hello.clone()))
+                .await
+                .expect("send");
+            let echo = tokio::time::timeout(WAIT, socket.next())
+                .await
+                .unwrap_or_else(|_| panic!("echo {i} timed out"))
+                .expect("connection open")
+                .expect("valid message");
+            assert_eq!(echo, Message::text(hello));
+            socket
+        }));
+    }
+    let mut sockets = Vec::with_capacity(n);
+    for t in tasks {
+        sockets.push(t.await.expect("open task"));
+    }
+    sockets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_proxied_websocket_costs_at_most_64_kib_of_gateway_memory() {
+    raise_fd_limit();
+    let ws = WsEchoServer::start().await.expect("ws upstream");
+    let gw = gateway()
+        .threads(2)
+        .config(format!(
+            "{}{}",
+            upstream("echo", &[ws.addr()], ""),
+            route("ws", "path = \"/ws\"", "echo", "")
+        ))
+        .start()
+        .await
+        .expect("gateway");
+    let url = format!("ws://{}/ws", gw.http_addr());
+    let pid = gw.pid();
+
+    let warm = open(&url, WARM_UP).await;
+    for mut s in warm {
+        let _ = s.close(None).await;
+    }
+    let before = settled_rss(pid).await;
+
+    let sockets = open(&url, CONNECTIONS).await;
+    let after = settled_rss(pid).await;
+
+    // Every connection is still up: one more round trip on a sample of them.
+    let mut sockets = sockets;
+    for (i, s) in sockets.iter_mut().enumerate().step_by(97) {
+        s.send(Message::text(format!("still here {i}")))
+            .await
+            .expect("send on an idle connection");
+        let echo = tokio::time::timeout(WAIT, s.next())
+            .await
+            .expect("echo in time")
+            .expect("connection open")
+            .expect("valid message");
+        assert_eq!(echo, Message::text(format!("still here {i}")));
+    }
+
+    let per_connection = after.saturating_sub(before) / CONNECTIONS as u64;
+    eprintln!(
+        "gateway VmRSS before {} KiB, after {CONNECTIONS} idle WebSockets {} KiB: {} bytes each",
+        before / 1024,
+        after / 1024,
+        per_connection
+    );
+    assert!(
+        per_connection <= BOUND_PER_CONNECTION,
+        "an idle proxied WebSocket costs the gateway {per_connection} bytes (bound \
+         {BOUND_PER_CONNECTION}); VmRSS {before} -> {after} for {CONNECTIONS} connections"
+    );
+
+    for mut s in sockets {
+        let _ = s.close(None).await;
+    }
+}
