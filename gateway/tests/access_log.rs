@@ -17,15 +17,7 @@ fn by_id(id: &'static str) -> impl Fn(&Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxied_http1_request_is_logged_with_all_fields() {
     let echo = EchoServer::start("a").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("backend", &[echo.addr()], ""),
-            route("api", "path_prefix = \"/api/\"", "backend", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(upstream_and_route("backend", echo.addr(), "api", "/api/")).await;
 
     let resp = http_client()
         .get(gw.http_url("/api/logged"))
@@ -73,15 +65,7 @@ async fn proxied_http1_request_is_logged_with_all_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_request_is_logged_as_h2_and_404_is_logged() {
     let echo = EchoServer::start("a").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("backend", &[echo.addr()], ""),
-            route("api", "path_prefix = \"/api/\"", "backend", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(upstream_and_route("backend", echo.addr(), "api", "/api/")).await;
 
     let mut h2 = H2Client::connect_h2c(gw.http_addr()).await.expect("h2c");
     let request = h2
@@ -114,15 +98,12 @@ async fn h2c_request_is_logged_as_h2_and_404_is_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_session_is_logged_as_ws() {
     let ws = WsEchoServer::start().await.expect("ws");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("ws", &[ws.addr()], ""),
-            route("ws", "path = \"/ws\"", "ws", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream("ws", &[ws.addr()], ""),
+        route("ws", "path = \"/ws\"", "ws", "")
+    ))
+    .await;
 
     let mut request = format!("ws://{}/ws", gw.http_addr())
         .into_client_request()

@@ -5,6 +5,7 @@
 mod common;
 
 use common::admin::*;
+use common::launch::AdminGateway;
 use common::*;
 use reqwest::Method;
 use testkit::EchoServer;
@@ -41,25 +42,12 @@ fn assert_unauthorized(a: &Answer, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_endpoint_requires_the_bearer_token() {
     let echo = EchoServer::start("e").await.expect("echo");
-    let body = format!(
-        "{}{}",
-        upstream("echo", &[echo.addr()], ""),
-        route("all", "path_prefix = \"/\"", "echo", "")
-    );
-    let gw = gateway()
-        .admin_token(TOKEN)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    assert_served_by(&http_client(), &gw.http_url("/x"), "e").await;
+    let body = catch_all_echo(echo.addr());
+    let AdminGateway { gw, admin, client } =
+        AdminGateway::start_from(gateway().admin_token(TOKEN).config(body.clone())).await;
+    assert_served_by(&client, &gw.http_url("/x"), "e").await;
     // A config that would change something if it were applied.
-    let changed = gw.config_text(&format!(
-        "{body}{}",
-        route("extra", "path_prefix = \"/extra\"", "echo", "")
-    ));
+    let changed = with_route(&gw, &body, "extra", "/extra", "echo");
 
     let no_token = admin.with_token(None);
     let wrong = admin.with_token(Some("wrong"));
@@ -108,7 +96,7 @@ async fn every_admin_endpoint_requires_the_bearer_token() {
     );
 
     // The data-plane listener does not serve the admin API.
-    let (status, server) = probe(&http_client(), &gw.http_url("/admin/config"))
+    let (status, server) = probe(&client, &gw.http_url("/admin/config"))
         .await
         .expect("answer");
     assert_eq!(
@@ -122,19 +110,9 @@ async fn every_admin_endpoint_requires_the_bearer_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_token_replaces_the_old_one() {
     let echo = EchoServer::start("e").await.expect("echo");
-    let body = format!(
-        "{}{}",
-        upstream("echo", &[echo.addr()], ""),
-        route("all", "path_prefix = \"/\"", "echo", "")
-    );
-    let gw = gateway()
-        .admin_token(TOKEN)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
+    let body = catch_all_echo(echo.addr());
+    let AdminGateway { gw, admin, .. } =
+        AdminGateway::start_from(gateway().admin_token(TOKEN).config(body.clone())).await;
     let rotated = gw
         .config_text(&body)
         .replace(&format!("token = \"{TOKEN}\""), "token = \"rotated\"");
@@ -150,19 +128,15 @@ async fn a_reloaded_token_replaces_the_old_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_env_names_the_variable_holding_the_token() {
     let echo = EchoServer::start("e").await.expect("echo");
-    let gw = gateway()
-        .admin(true)
-        .env("GW_TEST_ADMIN_TOKEN", "from-env")
-        .config(format!(
-            "[admin]\ntoken_env = \"GW_TEST_ADMIN_TOKEN\"\n\n{}{}",
-            upstream("echo", &[echo.addr()], ""),
-            route("all", "path_prefix = \"/\"", "echo", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
+    let AdminGateway { gw: _gw, admin, .. } = AdminGateway::start_from(
+        gateway()
+            .env("GW_TEST_ADMIN_TOKEN", "from-env")
+            .config(format!(
+                "[admin]\ntoken_env = \"GW_TEST_ADMIN_TOKEN\"\n\n{}",
+                catch_all_echo(echo.addr())
+            )),
+    )
+    .await;
     let a = admin.call(Method::GET, "/metrics", None).await;
     assert_unauthorized(&a, "no token");
     let a = admin
@@ -182,20 +156,9 @@ async fn token_env_names_the_variable_holding_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_reload_pass_the_token_from_flag_or_env() {
     let echo = EchoServer::start("e").await.expect("echo");
-    let body = format!(
-        "{}{}",
-        upstream("echo", &[echo.addr()], ""),
-        route("all", "path_prefix = \"/\"", "echo", "")
-    );
-    let gw = gateway()
-        .admin_token(TOKEN)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    let client = http_client();
+    let body = catch_all_echo(echo.addr());
+    let AdminGateway { gw, admin, client } =
+        AdminGateway::start_from(gateway().admin_token(TOKEN).config(body.clone())).await;
     for _ in 0..3 {
         assert_served_by(&client, &gw.http_url("/x"), "e").await;
     }
@@ -235,10 +198,7 @@ async fn stats_and_reload_pass_the_token_from_flag_or_env() {
     assert!(out.status.success(), "{}", describe_output(&out));
 
     // reload: refused without the token (nothing applied), applied with it.
-    let next = gw.config_text(&format!(
-        "{body}{}",
-        route("extra", "path_prefix = \"/extra\"", "echo", "")
-    ));
+    let next = with_route(&gw, &body, "extra", "/extra", "echo");
     gw.write_config(&next).expect("rewrite");
     let reload = ["reload", "--admin", base.as_str()];
     let out = cli(&reload, &[]).await;

@@ -8,6 +8,7 @@ use orchestra_proto::v1::{frame::Msg, ResultStatus};
 use serde_json::{json, Value};
 use testkit::agent::hub::{self, AgentKey};
 use testkit::agent::AgentClient;
+use testkit::GatewayProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_capability_or_agent_001() {
@@ -135,16 +136,22 @@ async fn to_the_cheaper_of_two_agents() {
     assert_no_lost_writes(&gw);
 }
 
+/// Agent "a" (key `key`) over QUIC with one task slot, registered and listed by the gateway.
+async fn connect_one_slot_agent(gw: &GatewayProcess, key: &AgentKey) -> AgentClient {
+    let mut spec = key.spec();
+    spec.max_tasks = 1;
+    let agent = AgentClient::connect_quic(&endpoint(gw), &spec)
+        .await
+        .expect("agent");
+    wait_agents(gw, &["a"]).await;
+    agent
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_by_priority_then_fifo_when_all_are_busy() {
     let keys = AgentKey::many(&["a"]);
     let gw = start(&keys, "").await;
-    let mut spec = keys[0].spec();
-    spec.max_tasks = 1;
-    let mut agent = AgentClient::connect_quic(&endpoint(&gw), &spec)
-        .await
-        .expect("agent");
-    wait_agents(&gw, &["a"]).await;
+    let mut agent = connect_one_slot_agent(&gw, &keys[0]).await;
     start_custom(&gw, "running").await;
     let mut current = agent.next_task(WAIT).await.expect("first");
     for (p, name) in [(1, "low"), (5, "high-1"), (5, "high-2"), (3, "mid")] {
@@ -180,12 +187,7 @@ async fn queued_by_priority_then_fifo_when_all_are_busy() {
 async fn input_reaches_the_agent_and_stop_ends_the_task() {
     let keys = AgentKey::many(&["a"]);
     let gw = start(&keys, "").await;
-    let mut spec = keys[0].spec();
-    spec.max_tasks = 1;
-    let mut agent = AgentClient::connect_quic(&endpoint(&gw), &spec)
-        .await
-        .expect("agent");
-    wait_agents(&gw, &["a"]).await;
+    let mut agent = connect_one_slot_agent(&gw, &keys[0]).await;
     let task = start_custom(&gw, "cat").await;
     let queued = start_custom(&gw, "waits").await;
     let mut s = agent.next_task(WAIT).await.expect("assign");

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::admin::*;
+use common::launch::AdminGateway;
 use common::ops::{alert, wait_alert, Traffic};
 use common::*;
 use testkit::{ControlledEcho, EchoServer, WebhookReceiver};
@@ -45,14 +45,8 @@ async fn a_slow_route_fires_then_resolves_into_the_webhook() {
         hook.url("/hooks/orchestra"),
         hook.url("/hooks/orchestra"),
     );
-    let gw = gateway()
-        .admin_token(TOKEN)
-        .config(body)
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
+    let AdminGateway { gw, admin, .. } =
+        AdminGateway::start_from(gateway().admin_token(TOKEN).config(body)).await;
     let before = alert(&admin, "slow-p99").await;
     assert_eq!(before["state"], "ok");
     assert_eq!(before["condition"], "p99 of route:slow:total above 150ms");
@@ -150,14 +144,8 @@ async fn error_rate_fires_with_retries_and_healthy_targets_follow_health_checks(
         hook.url("/errors"),
         hook.url("/health"),
     );
-    let gw = gateway()
-        .admin_token(TOKEN)
-        .config(body)
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
+    let AdminGateway { gw, admin, .. } =
+        AdminGateway::start_from(gateway().admin_token(TOKEN).config(body)).await;
 
     // The receiver refuses twice with 503: the third try is delivered.
     hook.fail_next(&[503, 503]);
@@ -239,14 +227,12 @@ async fn a_reload_keeps_unchanged_rules_and_resolves_removed_ones() {
         upstream("checked", &[checked.addr()], health),
         route("checked", "path_prefix = \"/\"", "checked", ""),
     );
-    let gw = gateway()
-        .admin_token(TOKEN)
-        .config(format!("{base}{down_rule}"))
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
+    let AdminGateway { gw, admin, .. } = AdminGateway::start_from(
+        gateway()
+            .admin_token(TOKEN)
+            .config(format!("{base}{down_rule}")),
+    )
+    .await;
     checked.stop().await;
     hook.wait_for(WAIT, |d| d.json["alert"] == "down")
         .await

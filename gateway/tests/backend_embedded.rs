@@ -104,13 +104,10 @@ async fn a_remote_backend_going_away_and_back_shows_in_readyz() {
     let db = dir.path().join("remote.db");
     let server = serve(([127, 0, 0, 1], 0).into(), &db).await;
     let addr = server.addr();
-    let gw = gateway()
-        .config(format!(
-            "[backend]\nurl = \"http://{addr}\"\nspool_dir = \"@DATA_DIR@/spool\"\n"
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "[backend]\nurl = \"http://{addr}\"\nspool_dir = \"@DATA_DIR@/spool\"\n"
+    ))
+    .await;
     let body = readyz_until(&gw, |s, _| s == 200).await;
     assert_eq!(body["backend"]["target"], format!("http://{addr}"));
     assert_eq!(body["backend"]["embedded"], false);

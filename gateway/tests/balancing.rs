@@ -28,22 +28,19 @@ async fn count_servers(gw: &testkit::GatewayProcess, n: usize) -> HashMap<String
 async fn weighted_round_robin_splits_exactly_by_weight() {
     let heavy = EchoServer::start("heavy").await.expect("echo");
     let light = EchoServer::start("light").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            r#"[[upstreams]]
+    let gw = start_gateway(format!(
+        r#"[[upstreams]]
 name = "weighted"
 balancer = "round_robin"
 targets = [ {{ addr = "{}", weight = 3 }}, {{ addr = "{}", weight = 1 }} ]
 timeouts = {{ connect = "1s", read = "20s" }}
 
 {}"#,
-            heavy.addr(),
-            light.addr(),
-            route("all", "path_prefix = \"/\"", "weighted", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+        heavy.addr(),
+        light.addr(),
+        route("all", "path_prefix = \"/\"", "weighted", "")
+    ))
+    .await;
 
     let seen = count_servers(&gw, 400).await;
     assert_eq!(seen.get("heavy"), Some(&300), "split: {seen:?}");
@@ -57,15 +54,12 @@ async fn unweighted_round_robin_alternates() {
     let a = EchoServer::start("a").await.expect("echo");
     let b = EchoServer::start("b").await.expect("echo");
     let c = EchoServer::start("c").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("three", &[a.addr(), b.addr(), c.addr()], ""),
-            route("all", "path_prefix = \"/\"", "three", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream("three", &[a.addr(), b.addr(), c.addr()], ""),
+        route("all", "path_prefix = \"/\"", "three", "")
+    ))
+    .await;
 
     let seen = count_servers(&gw, 90).await;
     for name in ["a", "b", "c"] {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::admin::*;
+use common::launch::AdminGateway;
 use common::ops::Traffic;
 use common::*;
 use testkit::browser::fantoccini::{Client, Locator};
@@ -83,14 +83,8 @@ async fn dashboard_plots_live_data_and_rolls_back_in_headless_chromium() {
         upstream("demo", &[echo.addr()], ""),
         route("api", "path_prefix = \"/api/\"", "demo", ""),
     );
-    let gw = gateway()
-        .admin_token(TOKEN)
-        .config(base.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
+    let AdminGateway { gw, admin, .. } =
+        AdminGateway::start_from(gateway().admin_token(TOKEN).config(base.clone())).await;
     // Version 2 adds a route, so the page has a version to roll back to.
     let with_extra = format!(
         "{base}{}",

@@ -53,7 +53,21 @@ fn says_close(head: &str) -> bool {
         })
 }
 
-async fn two_requests_on_one_connection(addr: SocketAddr, path: &str, expected: u16) {
+/// What the first answer may say about the connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeepAlive {
+    /// `Connection: close` is an honest answer; only a keep-alive promise must be kept.
+    CloseAllowed,
+    /// The answer must not say `Connection: close`, and the connection must serve a second request.
+    Required,
+}
+
+async fn two_requests_on_one_connection(
+    addr: SocketAddr,
+    path: &str,
+    expected: u16,
+    keep_alive: KeepAlive,
+) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n");
     stream
@@ -65,17 +79,23 @@ async fn two_requests_on_one_connection(addr: SocketAddr, path: &str, expected: 
         .expect("first response complete");
     assert_eq!(status, expected, "{head}");
     if says_close(&head) {
+        assert!(
+            keep_alive == KeepAlive::CloseAllowed,
+            "the {expected} answer said `Connection: close` but must keep the connection:\n{head}"
+        );
         // Honest: the client knows not to reuse the connection.
         return;
     }
     // The answer promised keep-alive: a second request on the same connection is answered.
     let sent = stream.write_all(request.as_bytes()).await;
     let second = read_response(&mut stream).await;
-    assert!(
-        sent.is_ok() && second.is_some(),
-        "the {expected} answer did not say `Connection: close`:\n{head}\nbut the connection was closed \
-         before the next request was answered (write: {sent:?})"
-    );
+    let Some((second_status, second_head, _)) = second.filter(|_| sent.is_ok()) else {
+        panic!(
+            "the {expected} answer did not say `Connection: close`:\n{head}\nbut the connection was \
+             closed before the next request was answered (write: {sent:?})"
+        );
+    };
+    assert_eq!(second_status, expected, "second answer:\n{second_head}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,41 +103,36 @@ async fn a_502_either_says_connection_close_or_keeps_the_connection() {
     let down = closed_addr().expect("closed addr");
     let gw = start_catch_all(down).await;
     wait_ready(&gw).await;
-    two_requests_on_one_connection(gw.http_addr(), "/x", 502).await;
+    two_requests_on_one_connection(gw.http_addr(), "/x", 502, KeepAlive::CloseAllowed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_504_either_says_connection_close_or_keeps_the_connection() {
     let echo = testkit::EchoServer::start("slow").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream(
-                "slow",
-                &[echo.addr()],
-                "timeouts = { connect = \"1s\", read = \"200ms\", idle = \"60s\" }"
-            ),
-            route("all", "path_prefix = \"/\"", "slow", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream(
+            "slow",
+            &[echo.addr()],
+            "timeouts = { connect = \"1s\", read = \"200ms\", idle = \"60s\" }"
+        ),
+        route("all", "path_prefix = \"/\"", "slow", "")
+    ))
+    .await;
     wait_ready(&gw).await;
-    two_requests_on_one_connection(gw.http_addr(), "/slow?ms=2000", 504).await;
+    two_requests_on_one_connection(
+        gw.http_addr(),
+        "/slow?ms=2000",
+        504,
+        KeepAlive::CloseAllowed,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_no_route_keeps_the_connection_usable() {
     let down = closed_addr().expect("closed addr");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("down", &[down], ""),
-            route("api", "path_prefix = \"/api/\"", "down", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(upstream_and_route("down", down, "api", "/api/")).await;
     wait_ready(&gw).await;
-    two_requests_on_one_connection(gw.http_addr(), "/nothing-here", 404).await;
+    two_requests_on_one_connection(gw.http_addr(), "/nothing-here", 404, KeepAlive::Required).await;
 }

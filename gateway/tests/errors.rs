@@ -11,15 +11,7 @@ use testkit::EchoServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_is_404_json_with_request_id() {
     let echo = EchoServer::start("a").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("api", &[echo.addr()], ""),
-            route("api", "path_prefix = \"/api/\"", "api", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(upstream_and_route("api", echo.addr(), "api", "/api/")).await;
     let client = http_client();
 
     let resp = client
@@ -50,19 +42,16 @@ async fn no_route_is_404_json_with_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502_json() {
     let dead = closed_addr().expect("closed addr");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream(
-                "down",
-                &[dead],
-                "timeouts = { connect = \"1s\", read = \"5s\" }"
-            ),
-            route("down", "path_prefix = \"/\"", "down", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream(
+            "down",
+            &[dead],
+            "timeouts = { connect = \"1s\", read = \"5s\" }"
+        ),
+        route("down", "path_prefix = \"/\"", "down", "")
+    ))
+    .await;
 
     let resp = http_client()
         .get(gw.http_url("/anything"))
@@ -78,19 +67,16 @@ async fn upstream_down_is_502_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_504_json_after_read_timeout() {
     let echo = EchoServer::start("slow").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream(
-                "slow",
-                &[echo.addr()],
-                "timeouts = { connect = \"1s\", read = \"300ms\" }"
-            ),
-            route("slow", "path_prefix = \"/\"", "slow", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream(
+            "slow",
+            &[echo.addr()],
+            "timeouts = { connect = \"1s\", read = \"300ms\" }"
+        ),
+        route("slow", "path_prefix = \"/\"", "slow", "")
+    ))
+    .await;
 
     let resp = http_client()
         .get(gw.http_url("/slow?ms=10000"))

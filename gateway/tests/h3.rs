@@ -45,25 +45,11 @@ fn h3_addr(gw: &GatewayProcess) -> SocketAddr {
 }
 
 async fn connect(gw: &GatewayProcess) -> H3Client {
-    let pem = gw.self_signed_cert_pem().expect("self-signed cert");
-    let mut last = None;
-    // The UDP socket is bound before the gateway reports ready; retry briefly anyway.
-    for _ in 0..20 {
-        match H3Client::connect(h3_addr(gw), &pem).await {
-            Ok(c) => return c,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("h3 connect: {last:?}");
+    h3_client(gw).await
 }
 
 fn catch_all(echo: &EchoServer) -> String {
-    format!(
-        "{}{}",
-        upstream("echo", &[echo.addr()], ""),
-        route("all", "path_prefix = \"/\"", "echo", "")
-    )
+    catch_all_echo(echo.addr())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,52 +297,16 @@ async fn alt_svc_is_one_rule_for_local_and_proxied_answers() {
 async fn aioquic_client_fetches_through_the_gateway() {
     let echo = EchoServer::start("e5").await.expect("echo");
     let gw = start_h3(catch_all(&echo)).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/aioquic_get.py");
     let ca = gw.self_signed_cert_path();
-    let port = h3_addr(&gw).port().to_string();
-    let run = |args: Vec<String>| async move {
-        tokio::process::Command::new("python3")
-            .arg(script)
-            .args(args)
-            .output()
-            .await
-            .expect("python3 runs")
-    };
-    let ca = ca.to_string_lossy().into_owned();
-    let out = run(vec![
-        "127.0.0.1".into(),
-        port.clone(),
-        "/interop?q=1".into(),
-        ca.clone(),
-    ])
-    .await;
-    assert!(
-        out.status.success(),
-        "aioquic fetch failed (is aioquic installed? scripts/setup --install-only): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON line");
+    let port = h3_addr(&gw).port();
+    let v = aioquic_fetch(port, "/interop?q=1", &ca, &[]).await;
     assert_eq!(v["status"], 200, "{v}");
     assert!(v["headers"]["x-request-id"].is_string(), "{v}");
     let echoed: serde_json::Value =
         serde_json::from_str(v["body"].as_str().unwrap_or("")).expect("echo JSON");
     assert_eq!(echoed["path"], "/interop?q=1");
 
-    let out = run(vec![
-        "127.0.0.1".into(),
-        port,
-        "/echo".into(),
-        ca,
-        "POST".into(),
-        "hello over aioquic".into(),
-    ])
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON line");
+    let v = aioquic_fetch(port, "/echo", &ca, &["POST", "hello over aioquic"]).await;
     assert_eq!(v["body"], "hello over aioquic", "{v}");
 }
 

@@ -5,13 +5,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
 use testkit::client::H2Client;
-use testkit::h3::H3Client;
 use testkit::raw_http;
 use testkit::{EchoServer, GatewayProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -174,17 +172,7 @@ async fn bypass_spellings_over_http1_h2c_and_tls_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bypass_spellings_over_http3() {
     let (private, public, gw) = start_protected(true).await;
-    let pem = gw.self_signed_cert_pem().expect("cert");
-    let addr = gw.https_addr().expect("h3");
-    let mut client = None;
-    for _ in 0..40 {
-        if let Ok(c) = H3Client::connect(addr, &pem).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = client.expect("h3 connects");
+    let client = h3_client(&gw).await;
     for (path, want) in BYPASSES {
         let resp = client
             .get(path)
@@ -342,11 +330,7 @@ async fn forwarded_proto_over_tls_and_body_limit_over_h2c() {
     let gw = gateway()
         .https(true)
         .server("max_request_body = \"1KiB\"")
-        .config(format!(
-            "{}{}",
-            upstream("echo", &[echo.addr()], ""),
-            route("all", "path_prefix = \"/\"", "echo", "")
-        ))
+        .config(catch_all_echo(echo.addr()))
         .start()
         .await
         .expect("gateway");
@@ -388,25 +372,11 @@ async fn http3_body_limit_and_forwarded_headers() {
     let gw = gateway()
         .h3(true)
         .server("max_request_body = \"1KiB\"")
-        .config(format!(
-            "{}{}",
-            upstream("echo", &[echo.addr()], ""),
-            route("all", "path_prefix = \"/\"", "echo", "")
-        ))
+        .config(catch_all_echo(echo.addr()))
         .start()
         .await
         .expect("gateway");
-    let pem = gw.self_signed_cert_pem().expect("cert");
-    let addr = gw.https_addr().expect("h3");
-    let mut client = None;
-    for _ in 0..40 {
-        if let Ok(c) = H3Client::connect(addr, &pem).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = client.expect("h3 connects");
+    let client = h3_client(&gw).await;
     let resp = client
         .request(
             http::Method::GET,
@@ -449,15 +419,12 @@ async fn http3_body_limit_and_forwarded_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_routes_match_the_normalized_path() {
     let echo = EchoServer::start("e").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}[[routes]]\nname = \"rt\"\nmatch = {{ path = \"/ws\" }}\nserve = \"realtime\"\n\n{}",
-            upstream("echo", &[echo.addr()], ""),
-            route("all", "path_prefix = \"/\"", "echo", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}[[routes]]\nname = \"rt\"\nmatch = {{ path = \"/ws\" }}\nserve = \"realtime\"\n\n{}",
+        upstream("echo", &[echo.addr()], ""),
+        route("all", "path_prefix = \"/\"", "echo", "")
+    ))
+    .await;
     for path in ["/ws", "/%77s", "/./ws", "//ws", "/x/../ws", "/%2e/%77%73"] {
         let r = raw_get(gw.http_addr(), path, "").await;
         assert_eq!(r.status, Some(503), "{path}: {r:?}");

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use testkit::request::{fetch, get};
 use testkit::EchoServer;
 
 const CLIENT_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -11,19 +12,15 @@ const CLIENT_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0b
 async fn client_request_id_is_kept_and_forwarded() {
     let echo = EchoServer::start("a").await.expect("echo");
     let gw = start_catch_all(echo.addr()).await;
-    let resp = http_client()
-        .get(gw.http_url("/rid"))
-        .header("x-request-id", "client-rid-42")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
-    assert_eq!(
-        header(&resp, "x-request-id").as_deref(),
-        Some("client-rid-42")
-    );
-    let body: serde_json::Value = resp.json().await.expect("json");
-    assert_eq!(body["headers"]["x-request-id"], "client-rid-42");
+    let resp = fetch(
+        http_client()
+            .get(gw.http_url("/rid"))
+            .header("x-request-id", "client-rid-42"),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-request-id"), Some("client-rid-42"));
+    assert_eq!(resp.echoed_headers()["x-request-id"], "client-rid-42");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,17 +30,18 @@ async fn request_id_is_generated_when_absent_and_equal_at_upstream() {
     let client = http_client();
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let resp = client.get(gw.http_url("/gen")).send().await.expect("send");
-        assert_eq!(resp.status(), 200);
-        let rid = header(&resp, "x-request-id").expect("generated x-request-id on the response");
+        let resp = get(&client, &gw.http_url("/gen")).await;
+        assert_eq!(resp.status, 200);
+        let rid = resp
+            .header("x-request-id")
+            .expect("generated x-request-id on the response");
         assert!(!rid.trim().is_empty());
-        let body: serde_json::Value = resp.json().await.expect("json");
+        let seen = resp.echoed_headers();
         assert_eq!(
-            body["headers"]["x-request-id"],
-            rid.as_str(),
-            "upstream saw a different id: {body}"
+            seen["x-request-id"], rid,
+            "upstream saw a different id: {seen}"
         );
-        ids.push(rid);
+        ids.push(rid.to_string());
     }
     assert_ne!(ids[0], ids[1], "two requests got the same generated id");
 }
@@ -52,16 +50,16 @@ async fn request_id_is_generated_when_absent_and_equal_at_upstream() {
 async fn client_traceparent_keeps_its_trace_id() {
     let echo = EchoServer::start("a").await.expect("echo");
     let gw = start_catch_all(echo.addr()).await;
-    let resp = http_client()
-        .get(gw.http_url("/trace"))
-        .header("traceparent", CLIENT_TRACEPARENT)
-        .send()
-        .await
-        .expect("send");
-    let body: serde_json::Value = resp.json().await.expect("json");
-    let seen = body["headers"]["traceparent"]
+    let headers = fetch(
+        http_client()
+            .get(gw.http_url("/trace"))
+            .header("traceparent", CLIENT_TRACEPARENT),
+    )
+    .await
+    .echoed_headers();
+    let seen = headers["traceparent"]
         .as_str()
-        .unwrap_or_else(|| panic!("upstream got no traceparent: {body}"));
+        .unwrap_or_else(|| panic!("upstream got no traceparent: {headers}"));
     assert!(is_valid_traceparent(seen), "invalid traceparent {seen:?}");
     assert_eq!(
         seen.split('-').nth(1),
@@ -77,15 +75,10 @@ async fn traceparent_is_generated_when_absent() {
     let client = http_client();
     let mut trace_ids = Vec::new();
     for _ in 0..2 {
-        let resp = client
-            .get(gw.http_url("/trace"))
-            .send()
-            .await
-            .expect("send");
-        let body: serde_json::Value = resp.json().await.expect("json");
-        let seen = body["headers"]["traceparent"]
+        let headers = get(&client, &gw.http_url("/trace")).await.echoed_headers();
+        let seen = headers["traceparent"]
             .as_str()
-            .unwrap_or_else(|| panic!("upstream got no traceparent: {body}"))
+            .unwrap_or_else(|| panic!("upstream got no traceparent: {headers}"))
             .to_string();
         assert!(is_valid_traceparent(&seen), "invalid traceparent {seen:?}");
         assert!(
@@ -103,8 +96,7 @@ async fn traceparent_is_generated_when_absent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_plugin_edits_request_and_response() {
     let echo = EchoServer::start("hp").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
+    let gw = start_gateway(format!(
             "{}{}{}",
             upstream("echo", &[echo.addr()], ""),
             route("edited", "path_prefix = \"/\"", "echo", "plugins = [\"hdrs\"]"),
@@ -114,34 +106,30 @@ kind = "headers"
 request = { set = { "x-added" = "1", "x-overwritten" = "gateway" }, add = { "x-appended" = "two" }, remove = ["x-drop"] }
 response = { set = { "x-resp" = "yes" }, remove = ["server", "x-echo-server"] }
 "#
-        ))
-        .start()
-        .await
-        .expect("gateway");
+        )).await;
 
-    let resp = http_client()
-        .get(gw.http_url("/plugin"))
-        .header("x-drop", "secret")
-        .header("x-overwritten", "client")
-        .header("x-appended", "one")
-        .header("x-untouched", "same")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
-    assert_eq!(header(&resp, "x-resp").as_deref(), Some("yes"));
+    let resp = fetch(
+        http_client()
+            .get(gw.http_url("/plugin"))
+            .header("x-drop", "secret")
+            .header("x-overwritten", "client")
+            .header("x-appended", "one")
+            .header("x-untouched", "same"),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-resp"), Some("yes"));
     assert_eq!(
-        header(&resp, "x-echo-server"),
+        resp.header("x-echo-server"),
         None,
         "response remove ignored"
     );
     assert_ne!(
-        header(&resp, "server").as_deref(),
+        resp.header("server"),
         Some("testkit-echo"),
         "upstream server header not removed"
     );
-    let body: serde_json::Value = resp.json().await.expect("json");
-    let seen = &body["headers"];
+    let seen = &resp.echoed_headers();
     assert_eq!(seen["x-added"], "1", "request set: {seen}");
     assert_eq!(
         seen["x-overwritten"], "gateway",
@@ -162,23 +150,22 @@ response = { set = { "x-resp" = "yes" }, remove = ["server", "x-echo-server"] }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_apply_in_the_listed_order() {
     let echo = EchoServer::start("ord").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}{}{}",
-            upstream("echo", &[echo.addr()], ""),
-            route(
-                "ab",
-                "path_prefix = \"/ab/\"",
-                "echo",
-                "plugins = [\"first\", \"second\"]"
-            ),
-            route(
-                "ba",
-                "path_prefix = \"/ba/\"",
-                "echo",
-                "plugins = [\"second\", \"first\"]"
-            ),
-            r#"
+    let gw = start_gateway(format!(
+        "{}{}{}{}",
+        upstream("echo", &[echo.addr()], ""),
+        route(
+            "ab",
+            "path_prefix = \"/ab/\"",
+            "echo",
+            "plugins = [\"first\", \"second\"]"
+        ),
+        route(
+            "ba",
+            "path_prefix = \"/ba/\"",
+            "echo",
+            "plugins = [\"second\", \"first\"]"
+        ),
+        r#"
 [plugins.first]
 kind = "headers"
 request = { set = { "x-order" = "first" } }
@@ -187,35 +174,12 @@ request = { set = { "x-order" = "first" } }
 kind = "headers"
 request = { set = { "x-order" = "second" } }
 "#
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    ))
+    .await;
     let client = http_client();
 
-    let body: serde_json::Value = client
-        .get(gw.http_url("/ab/x"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        body["headers"]["x-order"], "second",
-        "[first, second]: {body}"
-    );
-
-    let body: serde_json::Value = client
-        .get(gw.http_url("/ba/x"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        body["headers"]["x-order"], "first",
-        "[second, first]: {body}"
-    );
+    let seen = get(&client, &gw.http_url("/ab/x")).await.echoed_headers();
+    assert_eq!(seen["x-order"], "second", "[first, second]: {seen}");
+    let seen = get(&client, &gw.http_url("/ba/x")).await.echoed_headers();
+    assert_eq!(seen["x-order"], "first", "[second, first]: {seen}");
 }

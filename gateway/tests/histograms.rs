@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use base64::Engine;
 use common::admin::*;
@@ -12,6 +12,7 @@ use common::*;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use testkit::client::H2Client;
+use testkit::prometheus::strict_exposition;
 use testkit::{EchoServer, GatewayProcess};
 
 const N: u64 = 50;
@@ -385,25 +386,22 @@ async fn hdr_prometheus_and_stats_agree_with_what_was_sent() {
     // The same text through prometheus-parse.
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("prometheus-parse");
-    let counter = scrape
-        .samples
-        .iter()
-        .find(|s| {
-            s.metric == "orchestra_requests_total"
-                && s.labels.get("route") == Some("fast")
-                && s.labels.get("code") == Some("200")
-        })
-        .unwrap_or_else(|| panic!("prometheus-parse found no fast/200 counter:\n{text}"));
+    let sample = |metric: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("prometheus-parse found no {metric} {labels:?}:\n{text}"))
+    };
+    let counter = sample(
+        "orchestra_requests_total",
+        &[("route", "fast"), ("code", "200")],
+    );
     assert_eq!(counter.value, prometheus_parse::Value::Counter(N as f64));
-    let hist = scrape
-        .samples
-        .iter()
-        .find(|s| {
-            s.metric == "orchestra_request_duration_seconds"
-                && s.labels.get("kind") == Some("route")
-                && s.labels.get("name") == Some("slow")
-        })
-        .unwrap_or_else(|| panic!("prometheus-parse found no slow route histogram:\n{text}"));
+    let hist = sample(
+        "orchestra_request_duration_seconds",
+        &[("kind", "route"), ("name", "slow")],
+    );
     match &hist.value {
         prometheus_parse::Value::Histogram(b) => {
             let inf = b
@@ -416,17 +414,7 @@ async fn hdr_prometheus_and_stats_agree_with_what_was_sent() {
     }
 
     // `stats --window total`: a row for route:fast:total with its count.
-    let out = cli(
-        &[
-            "stats",
-            "--admin",
-            &gw.admin_base_url(),
-            "--window",
-            "total",
-        ],
-        &[],
-    )
-    .await;
+    let out = stats_total(&gw, &[]).await;
     assert!(out.status.success(), "{}", describe_output(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let rows: HashMap<&str, Vec<&str>> = stdout
@@ -452,160 +440,4 @@ async fn hdr_prometheus_and_stats_agree_with_what_was_sent() {
             "{series} p50 column vs {json}:\n{stdout}"
         );
     }
-}
-
-/// One sample line of the exposition.
-#[derive(Debug)]
-struct PromSample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses Prometheus text format 0.0.4 strictly, panicking on the first line that is not a
-/// `# HELP`, `# TYPE` or well-formed sample line, on a sample whose family has no `# TYPE`
-/// before it, on a repeated series, or on a missing final newline.
-fn strict_exposition(text: &str) -> Vec<PromSample> {
-    assert!(text.ends_with('\n'), "exposition must end with a newline");
-    let mut types: HashMap<String, String> = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let at = || format!("line {}: {line:?}", i + 1);
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("HELP"), Some(name), Some(_)) if is_metric_name(name) => {}
-                (Some("TYPE"), Some(name), Some(ty)) if is_metric_name(name) => {
-                    assert!(
-                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&ty),
-                        "bad type, {}",
-                        at()
-                    );
-                    assert!(
-                        types.insert(name.to_string(), ty.to_string()).is_none(),
-                        "second TYPE, {}",
-                        at()
-                    );
-                }
-                _ => panic!("bad comment, {}", at()),
-            }
-            continue;
-        }
-        assert!(!line.starts_with('#'), "bad comment, {}", at());
-        let (name, labels, rest) = parse_sample_head(line).unwrap_or_else(|| panic!("{}", at()));
-        let mut fields = rest.split(' ');
-        let value = fields.next().unwrap_or_default();
-        let value = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            "NaN" => f64::NAN,
-            v => v
-                .parse::<f64>()
-                .unwrap_or_else(|_| panic!("bad value, {}", at())),
-        };
-        if let Some(ts) = fields.next() {
-            assert!(ts.parse::<i64>().is_ok(), "bad timestamp, {}", at());
-        }
-        assert!(fields.next().is_none(), "trailing fields, {}", at());
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| {
-                name.strip_suffix(s)
-                    .filter(|base| types.get(*base).map(String::as_str) == Some("histogram"))
-            })
-            .unwrap_or(&name);
-        assert!(
-            types.contains_key(family),
-            "sample before its TYPE, {}",
-            at()
-        );
-        let key = format!("{name}{labels:?}");
-        assert!(seen.insert(key), "repeated series, {}", at());
-        out.push(PromSample {
-            name,
-            labels,
-            value,
-        });
-    }
-    out
-}
-
-fn is_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// `name{labels} ` of a sample line: the name, the labels (escapes resolved) and the rest
-/// after the single space.
-fn parse_sample_head(line: &str) -> Option<(String, BTreeMap<String, String>, &str)> {
-    let name_end = line.find(['{', ' '])?;
-    let name = &line[..name_end];
-    if !is_metric_name(name) {
-        return None;
-    }
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(body) = rest.strip_prefix('{') {
-        let mut chars = body.char_indices().peekable();
-        loop {
-            // label name
-            let start = chars.peek()?.0;
-            if body[start..].starts_with('}') {
-                chars.next();
-                break;
-            }
-            let eq = body[start..].find('=')? + start;
-            let key = &body[start..eq];
-            if !is_label_name(key) {
-                return None;
-            }
-            while chars.peek()?.0 <= eq {
-                chars.next();
-            }
-            if chars.next()?.1 != '"' {
-                return None;
-            }
-            let mut value = String::new();
-            loop {
-                match chars.next()?.1 {
-                    '\\' => match chars.next()?.1 {
-                        '\\' => value.push('\\'),
-                        '"' => value.push('"'),
-                        'n' => value.push('\n'),
-                        _ => return None,
-                    },
-                    '"' => break,
-                    '\n' => return None,
-                    c => value.push(c),
-                }
-            }
-            if labels.insert(key.to_string(), value).is_some() {
-                return None;
-            }
-            match chars.next()?.1 {
-                ',' => continue,
-                '}' => break,
-                _ => return None,
-            }
-        }
-        let consumed = chars.peek().map(|(i, _)| *i).unwrap_or(body.len());
-        rest = &body[consumed..];
-    }
-    let rest = rest.strip_prefix(' ')?;
-    Some((name.to_string(), labels, rest))
 }

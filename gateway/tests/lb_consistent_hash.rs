@@ -34,10 +34,11 @@ async fn hash_gateway(addrs: &[SocketAddr]) -> GatewayProcess {
         .expect("gateway")
 }
 
-/// GET with `x-user-id: key`; the name of the server that answered.
-async fn served_by(client: &reqwest::Client, gw: &GatewayProcess, key: &str, n: usize) -> String {
+/// `GET {base}/profile/{n}` with `x-user-id: key` (`base`: the gateway's `http://ADDR`); the
+/// name of the server that answered.
+async fn served_by(client: &reqwest::Client, base: &str, key: &str, n: usize) -> String {
     let resp = client
-        .get(gw.http_url(&format!("/profile/{n}")))
+        .get(format!("{base}/profile/{n}"))
         .header("x-user-id", key)
         .send()
         .await
@@ -69,15 +70,8 @@ async fn key_map(gw: &GatewayProcess, per_key: usize) -> BTreeMap<String, String
                 let Some((key, round)) = jobs.get(i) else {
                     break;
                 };
-                let resp = client
-                    .get(format!("{gw_url}/profile/{round}"))
-                    .header("x-user-id", key)
-                    .send()
-                    .await
-                    .expect("send");
-                assert_eq!(resp.status(), 200, "key {key}");
-                let body: serde_json::Value = resp.json().await.expect("json");
-                seen.push((key.clone(), body["server"].as_str().expect("server").into()));
+                let server = served_by(&client, &gw_url, key, *round).await;
+                seen.push((key.clone(), server));
             }
             seen
         }));
@@ -150,7 +144,7 @@ async fn same_key_same_server_and_keys_spread() {
     let gw = hash_gateway(&addrs).await;
     for (key, server) in &map {
         assert_eq!(
-            &served_by(&client, &gw, key, 0).await,
+            &served_by(&client, &gw.http_url(""), key, 0).await,
             server,
             "key {key} moved after a gateway restart"
         );
@@ -161,7 +155,7 @@ async fn same_key_same_server_and_keys_spread() {
     let gw = hash_gateway(&[a.addr(), b.addr()]).await;
     let mut moved = 0;
     for (key, server) in &map {
-        let now = served_by(&client, &gw, key, 0).await;
+        let now = served_by(&client, &gw.http_url(""), key, 0).await;
         if server == "c" {
             assert_ne!(now, "c");
             moved += 1;

@@ -25,20 +25,17 @@ async fn slow_share(balancer: &str) -> (f64, [u64; 3]) {
     let slow = ControlledEcho::start_with_delay("slow", SLOW_DELAY)
         .await
         .expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            lb_upstream(
-                "api",
-                balancer,
-                &[fast_a.addr(), slow.addr(), fast_b.addr()],
-                ""
-            ),
-            catch_all("api")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}",
+        lb_upstream(
+            "api",
+            balancer,
+            &[fast_a.addr(), slow.addr(), fast_b.addr()],
+            ""
+        ),
+        catch_all("api")
+    ))
+    .await;
 
     let report = run_load(
         http_client(),

@@ -7,7 +7,7 @@
 mod common;
 mod lb_common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
@@ -39,6 +39,35 @@ fn attempts_by_request(upstream: &ControlledEcho) -> BTreeMap<String, usize> {
         *by_id.entry(id).or_default() += 1;
     }
     by_id
+}
+
+/// Sends `n` GETs of `/status/503` at once (`x-request-id: TAG-i`) and asserts that every
+/// client got the 503 and that the first `n` attempts the upstream saw were one per request
+/// (all first attempts in flight together: the precondition of the budget tests).
+async fn concurrent_503s(gw: &GatewayProcess, upstream: &ControlledEcho, n: usize, tag: &str) {
+    let client = http_client();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let request = client
+                .get(gw.http_url(&format!("/status/503?i={i}")))
+                .header("x-request-id", format!("{tag}-{i}"));
+            tokio::spawn(async move { request.send().await.expect("send").status().as_u16() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 503, "every client gets the 503");
+    }
+    let log = upstream.requests().requests();
+    let first_wave: BTreeSet<&str> = log
+        .iter()
+        .take(n)
+        .filter_map(|r| r.header("x-request-id"))
+        .collect();
+    assert_eq!(
+        first_wave.len(),
+        n,
+        "precondition: all {n} first attempts arrived before any retry"
+    );
 }
 
 /// One request at a time: the budget's floor of 3 always leaves room, so every request is
@@ -83,35 +112,7 @@ async fn concurrent_retries_are_capped_by_the_budget() {
         .expect("echo");
     let gw = start(&upstream, RETRY_503).await;
 
-    let mut tasks = Vec::new();
-    for i in 0..N {
-        let url = gw.http_url(&format!("/status/503?i={i}"));
-        tasks.push(tokio::spawn(async move {
-            http_client()
-                .get(url)
-                .header("x-request-id", format!("burst-{i}"))
-                .send()
-                .await
-                .expect("send")
-                .status()
-                .as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.expect("task"), 503, "every client gets the 503");
-    }
-
-    let log = upstream.requests().requests();
-    let first_wave: std::collections::BTreeSet<&str> = log
-        .iter()
-        .take(N)
-        .filter_map(|r| r.header("x-request-id"))
-        .collect();
-    assert_eq!(
-        first_wave.len(),
-        N,
-        "precondition: all {N} first attempts arrived before any retry"
-    );
+    concurrent_503s(&gw, &upstream, N, "burst").await;
 
     let by_id = attempts_by_request(&upstream);
     let total: usize = by_id.values().sum();
@@ -154,34 +155,7 @@ async fn three_concurrent_requests_fit_the_budget_floor() {
         .await
         .expect("echo");
     let gw = start(&upstream, RETRY_503).await;
-    let mut tasks = Vec::new();
-    for i in 0..N {
-        let url = gw.http_url(&format!("/status/503?i={i}"));
-        tasks.push(tokio::spawn(async move {
-            http_client()
-                .get(url)
-                .header("x-request-id", format!("trio-{i}"))
-                .send()
-                .await
-                .expect("send")
-                .status()
-                .as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.expect("task"), 503, "every client gets the 503");
-    }
-    let log = upstream.requests().requests();
-    let first_wave: std::collections::BTreeSet<&str> = log
-        .iter()
-        .take(N)
-        .filter_map(|r| r.header("x-request-id"))
-        .collect();
-    assert_eq!(
-        first_wave.len(),
-        N,
-        "precondition: the {N} first attempts overlapped"
-    );
+    concurrent_503s(&gw, &upstream, N, "trio").await;
     let by_id = attempts_by_request(&upstream);
     let up = admin_upstream(&gw, "always503").await;
     let expected: BTreeMap<String, usize> = (0..N).map(|i| (format!("trio-{i}"), 6)).collect();

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use testkit::request::get;
 use testkit::EchoServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,11 +12,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     let echo = EchoServer::start("slow").await.expect("echo");
     let mut gw = gateway()
         .grace_period("20s")
-        .config(format!(
-            "{}{}",
-            upstream("slow", &[echo.addr()], ""),
-            route("all", "path_prefix = \"/\"", "slow", "")
-        ))
+        .config(upstream_and_route("slow", echo.addr(), "all", "/"))
         .start()
         .await
         .expect("gateway");
@@ -81,20 +78,11 @@ async fn run_is_the_default_subcommand() {
     let echo = EchoServer::start("a").await.expect("echo");
     let gw = gateway()
         .without_run_subcommand()
-        .config(format!(
-            "{}{}",
-            upstream("echo", &[echo.addr()], ""),
-            route("all", "path_prefix = \"/\"", "echo", "")
-        ))
+        .config(catch_all_echo(echo.addr()))
         .start()
         .await
         .expect("`orchestra-gateway -c FILE` runs the gateway");
-    let resp = http_client()
-        .get(gw.http_url("/x"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
+    assert_eq!(get(&http_client(), &gw.http_url("/x")).await.status, 200);
     wait_ready(&gw).await;
 }
 

@@ -12,6 +12,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::launch::AdminGateway;
 use common::*;
 use testkit::{EchoServer, FirehoseServer, GatewayProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,11 +24,7 @@ const SLOW_HEAD: &[u8] =
 const TRICKLE: Duration = Duration::from_millis(250);
 
 async fn start(echo: &EchoServer, server: &[&str]) -> GatewayProcess {
-    let mut b = gateway().config(format!(
-        "{}{}",
-        upstream("echo", &[echo.addr()], ""),
-        route("all", "path_prefix = \"/\"", "echo", "")
-    ));
+    let mut b = gateway().config(catch_all_echo(echo.addr()));
     for line in server {
         b = b.server(*line);
     }
@@ -194,11 +191,7 @@ async fn reader_that_stops_reading_is_cut_and_the_upstream_released() {
     let fire = FirehoseServer::start(LEN).await.expect("firehose");
     let gw = gateway()
         .server("write_timeout = \"1s\"")
-        .config(format!(
-            "{}{}",
-            upstream("fire", &[fire.addr()], ""),
-            route("all", "path_prefix = \"/\"", "fire", "")
-        ))
+        .config(upstream_and_route("fire", fire.addr(), "all", "/"))
         .start()
         .await
         .expect("gateway");
@@ -356,19 +349,8 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_request_limits_and_reports_listener_limits() {
     let echo = EchoServer::start("e").await.expect("echo");
-    let body = format!(
-        "{}{}",
-        upstream("echo", &[echo.addr()], ""),
-        route("all", "path_prefix = \"/\"", "echo", "")
-    );
-    let gw = gateway()
-        .admin(true)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let client = http_client();
+    let body = catch_all_echo(echo.addr());
+    let AdminGateway { gw, admin, client } = AdminGateway::start(body.clone()).await;
     let post = || {
         client
             .post(gw.http_url("/echo"))
@@ -381,7 +363,6 @@ async fn reload_applies_request_limits_and_reports_listener_limits() {
         "[server]\n",
         "[server]\nmax_request_body = \"1KiB\"\nheader_read_timeout = \"3s\"\nmax_connections = 10\nwrite_timeout = \"5s\"\n",
     );
-    let admin = common::admin::Admin::new(&gw);
     let a = admin.put_config(&text).await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(

@@ -460,43 +460,76 @@ fn plain_claims(sub: &str) -> Value {
     json!({ "sub": sub, "exp": now() + 600 })
 }
 
-async fn status_with(client: &reqwest::Client, gw: &testkit::GatewayProcess, token: String) -> u16 {
-    client
-        .get(gw.http_url("/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("send")
-        .status()
-        .as_u16()
+/// A gateway (with an admin listener) whose `jwt` plugin reads its HS256 secret from a file
+/// that holds [`OLD_SECRET`] at start.
+struct SecretFileGateway {
+    echo: EchoServer,
+    _keys: tempfile::TempDir,
+    secret_path: std::path::PathBuf,
+    gw: testkit::GatewayProcess,
+    admin: common::admin::Admin,
+    client: reqwest::Client,
+}
+
+impl SecretFileGateway {
+    async fn start() -> Self {
+        let echo = EchoServer::start("jwt").await.expect("echo");
+        let keys = tempfile::tempdir().expect("tempdir");
+        let secret_path = keys.path().join("jwt.key");
+        std::fs::write(&secret_path, format!("{OLD_SECRET}\n")).expect("write secret");
+        let body = secret_file_body(&echo, &secret_path.display().to_string(), false);
+        let gw = start_with_admin(body).await;
+        let admin = common::admin::Admin::new(&gw);
+        Self {
+            echo,
+            _keys: keys,
+            secret_path,
+            gw,
+            admin,
+            client: http_client(),
+        }
+    }
+
+    /// The config body again, with an unrelated route when `extra_route`.
+    fn body(&self, extra_route: bool) -> String {
+        let path = self.secret_path.display().to_string();
+        secret_file_body(&self.echo, &path, extra_route)
+    }
+
+    /// Replaces the key file's secret with [`NEW_SECRET`], as an operator rotating it.
+    fn rotate(&self) {
+        std::fs::write(&self.secret_path, format!("{NEW_SECRET}\n")).expect("rotate secret");
+    }
+
+    /// The status of `GET /me` with a token for `alice` signed with `secret`.
+    async fn status_signed_with(&self, secret: &str) -> u16 {
+        let token = hs256_with(secret.as_bytes(), &plain_claims("alice"));
+        self.client
+            .get(self.gw.http_url("/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_secret_file_is_picked_up_by_a_reload_that_changes_the_config() {
-    let echo = EchoServer::start("jwt").await.expect("echo");
-    let keys = tempfile::tempdir().expect("tempdir");
-    let secret_path = keys.path().join("jwt.key");
-    std::fs::write(&secret_path, format!("{OLD_SECRET}\n")).expect("write secret");
-    let path = secret_path.display().to_string();
-    let gw = start_with_admin(secret_file_body(&echo, &path, false)).await;
-    let admin = common::admin::Admin::new(&gw);
-    let client = http_client();
-    let old = || hs256_with(OLD_SECRET.as_bytes(), &plain_claims("alice"));
-    let new = || hs256_with(NEW_SECRET.as_bytes(), &plain_claims("alice"));
-    assert_eq!(status_with(&client, &gw, old()).await, 200);
-    assert_eq!(status_with(&client, &gw, new()).await, 401);
+    let fx = SecretFileGateway::start().await;
+    assert_eq!(fx.status_signed_with(OLD_SECRET).await, 200);
+    assert_eq!(fx.status_signed_with(NEW_SECRET).await, 401);
 
-    std::fs::write(&secret_path, format!("{NEW_SECRET}\n")).expect("rotate secret");
-    admin
-        .apply(&gw.config_text(&secret_file_body(&echo, &path, true)))
-        .await;
+    fx.rotate();
+    fx.admin.apply(&fx.gw.config_text(&fx.body(true))).await;
     assert_eq!(
-        status_with(&client, &gw, new()).await,
+        fx.status_signed_with(NEW_SECRET).await,
         200,
         "token signed with the rotated secret after a reload"
     );
     assert_eq!(
-        status_with(&client, &gw, old()).await,
+        fx.status_signed_with(OLD_SECRET).await,
         401,
         "token signed with the retired secret after a reload"
     );
@@ -504,32 +537,23 @@ async fn rotated_secret_file_is_picked_up_by_a_reload_that_changes_the_config() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_secret_file_is_picked_up_by_reload_of_an_unchanged_config_file() {
-    let echo = EchoServer::start("jwt").await.expect("echo");
-    let keys = tempfile::tempdir().expect("tempdir");
-    let secret_path = keys.path().join("jwt.key");
-    std::fs::write(&secret_path, format!("{OLD_SECRET}\n")).expect("write secret");
-    let path = secret_path.display().to_string();
-    let gw = start_with_admin(secret_file_body(&echo, &path, false)).await;
-    let admin = common::admin::Admin::new(&gw);
-    let client = http_client();
-    let old = || hs256_with(OLD_SECRET.as_bytes(), &plain_claims("alice"));
-    let new = || hs256_with(NEW_SECRET.as_bytes(), &plain_claims("alice"));
-    assert_eq!(status_with(&client, &gw, old()).await, 200);
+    let fx = SecretFileGateway::start().await;
+    assert_eq!(fx.status_signed_with(OLD_SECRET).await, 200);
 
     // Key rotation as an operator does it: replace the key file, ask for a reload. The
     // config file itself did not change (plugins/src/jwt.rs: "a reload picks up a new secret
     // or JWKS file"; config/src/plugin_specs.rs: "a reload reads them again").
-    std::fs::write(&secret_path, format!("{NEW_SECRET}\n")).expect("rotate secret");
-    let answer = admin.reload().await;
+    fx.rotate();
+    let answer = fx.admin.reload().await;
     assert_eq!(answer.status, 200, "POST /admin/reload: {}", answer.text);
     assert_eq!(
-        status_with(&client, &gw, new()).await,
+        fx.status_signed_with(NEW_SECRET).await,
         200,
         "token signed with the rotated secret after POST /admin/reload (answer: {})",
         answer.text
     );
     assert_eq!(
-        status_with(&client, &gw, old()).await,
+        fx.status_signed_with(OLD_SECRET).await,
         401,
         "token signed with the retired secret after POST /admin/reload"
     );

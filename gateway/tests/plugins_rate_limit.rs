@@ -11,7 +11,7 @@ use common::admin::Admin;
 use common::*;
 use plugin_support::*;
 use testkit::client::H2Client;
-use testkit::EchoServer;
+use testkit::{EchoServer, GatewayProcess};
 
 /// The `ratelimit` header of an allowed response, which must be `"name";r=R;t=T`; returns `R`.
 fn remaining(resp: &reqwest::Response, name: &str) -> u64 {
@@ -28,18 +28,30 @@ fn remaining(resp: &reqwest::Response, name: &str) -> u64 {
     r.parse().unwrap_or_else(|_| panic!("RateLimit r in {v:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn burst_is_admitted_then_429_with_retry_after_and_ratelimit_headers() {
+/// An echo upstream behind a gateway whose catch-all route `api` runs one `rate_limit` plugin
+/// `name` (`key`, `rate` and `extra` lines).
+async fn start_limited(
+    name: &str,
+    key: &str,
+    rate: &str,
+    extra: &str,
+) -> (EchoServer, GatewayProcess) {
     let echo = EchoServer::start("rl").await.expect("echo");
     let body = body_with(
         &echo,
         &format!(
             "{}{}",
-            plugin_route("api", "/", &["rl"]),
-            rate_limit_plugin("rl", "client_ip", "3/min", "")
+            plugin_route("api", "/", &[name]),
+            rate_limit_plugin(name, key, rate, extra)
         ),
     );
     let gw = start_with(body).await;
+    (echo, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_is_admitted_then_429_with_retry_after_and_ratelimit_headers() {
+    let (echo, gw) = start_limited("rl", "client_ip", "3/min", "").await;
     let client = http_client();
     for i in 0..3u64 {
         let resp = client.get(gw.http_url("/a")).send().await.expect("send");
@@ -65,16 +77,7 @@ async fn burst_is_admitted_then_429_with_retry_after_and_ratelimit_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
-    let echo = EchoServer::start("rl").await.expect("echo");
-    let body = body_with(
-        &echo,
-        &format!(
-            "{}{}",
-            plugin_route("api", "/", &["fast"]),
-            rate_limit_plugin("fast", "client_ip", "2/s", "")
-        ),
-    );
-    let gw = start_with(body).await;
+    let (_echo, gw) = start_limited("fast", "client_ip", "2/s", "").await;
     let client = http_client();
     let mut got = Vec::new();
     let mut limited = None;
@@ -106,16 +109,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_keys_are_limited_independently() {
-    let echo = EchoServer::start("rl").await.expect("echo");
-    let body = body_with(
-        &echo,
-        &format!(
-            "{}{}",
-            plugin_route("api", "/", &["per_client"]),
-            rate_limit_plugin("per_client", "header:x-api-client", "2/min", "")
-        ),
-    );
-    let gw = start_with(body).await;
+    let (_echo, gw) = start_limited("per_client", "header:x-api-client", "2/min", "").await;
     let client = http_client();
     let send = |who: &'static str| {
         let client = client.clone();
@@ -148,16 +142,7 @@ async fn header_keys_are_limited_independently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
-    let echo = EchoServer::start("rl").await.expect("echo");
-    let body = body_with(
-        &echo,
-        &format!(
-            "{}{}",
-            plugin_route("api", "/", &["by_ip"]),
-            rate_limit_plugin("by_ip", "client_ip", "2/min", "")
-        ),
-    );
-    let gw = start_with(body).await;
+    let (_echo, gw) = start_limited("by_ip", "client_ip", "2/min", "").await;
     let client = http_client();
     let mut got = Vec::new();
     for xff in [
@@ -183,21 +168,13 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_forwarded_for_from_a_trusted_peer_picks_the_bucket() {
-    let echo = EchoServer::start("rl").await.expect("echo");
-    let body = body_with(
-        &echo,
-        &format!(
-            "{}{}",
-            plugin_route("api", "/", &["by_ip"]),
-            rate_limit_plugin(
-                "by_ip",
-                "client_ip",
-                "2/min",
-                "trusted_proxies = [\"127.0.0.1/32\"]"
-            )
-        ),
-    );
-    let gw = start_with(body).await;
+    let (_echo, gw) = start_limited(
+        "by_ip",
+        "client_ip",
+        "2/min",
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+    )
+    .await;
     let client = http_client();
     let send = |xff: &'static str| {
         let client = client.clone();
@@ -281,16 +258,7 @@ async fn bucket_survives_an_unrelated_reload_and_a_changed_rate_starts_fresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h1_and_h2c_share_the_client_ip_bucket_and_h2c_gets_the_429_headers() {
-    let echo = EchoServer::start("rl").await.expect("echo");
-    let body = body_with(
-        &echo,
-        &format!(
-            "{}{}",
-            plugin_route("api", "/", &["rl"]),
-            rate_limit_plugin("rl", "client_ip", "3/min", "")
-        ),
-    );
-    let gw = start_with(body).await;
+    let (_echo, gw) = start_limited("rl", "client_ip", "3/min", "").await;
     let client = http_client();
     assert_eq!(
         statuses(2, || client.get(gw.http_url("/m"))).await,

@@ -13,15 +13,7 @@ use testkit::EchoServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_request_reaches_upstream_with_method_path_and_body() {
     let echo = EchoServer::start("a").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("api", &[echo.addr()], ""),
-            route("api", "path_prefix = \"/api/\"", "api", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(upstream_and_route("api", echo.addr(), "api", "/api/")).await;
 
     let resp = http_client()
         .post(gw.http_url("/api/items?x=1&y=two"))
@@ -74,15 +66,12 @@ async fn h2c_prior_knowledge_on_the_http_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upstream_protocol_speaks_http2_to_the_upstream() {
     let echo = EchoServer::start("h2c-up").await.expect("echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("grpcish", &[echo.addr()], "protocol = \"h2c\""),
-            route("all", "path_prefix = \"/\"", "grpcish", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream("grpcish", &[echo.addr()], "protocol = \"h2c\""),
+        route("all", "path_prefix = \"/\"", "grpcish", "")
+    ))
+    .await;
 
     let resp = http_client()
         .get(gw.http_url("/via-h2c"))

@@ -1,6 +1,7 @@
-//! Hot-swapped config through the real binary: reloads under traffic, rejected configs, every
-//! reload trigger (PUT, file watch, SIGHUP, `POST /admin/reload`, the `reload` subcommand),
-//! history and rollback, `restart_needed`, and the carry-over of upstream state.
+//! Hot-swapped config through the real binary: reloads under traffic, rejected configs and
+//! every reload trigger (PUT, file watch, SIGHUP, `POST /admin/reload`, the `reload`
+//! subcommand). History, rollback, `restart_needed` and the carry-over of upstream state are in
+//! `reload_versions.rs`.
 
 mod common;
 
@@ -9,39 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::admin::*;
+use common::launch::AdminGateway;
 use common::*;
 use testkit::net::free_addr;
 use testkit::EchoServer;
-
-/// `[[upstreams]] NAME -> addr` plus `[[routes]] ROUTE: path_prefix PREFIX -> NAME`.
-fn upstream_and_route(
-    upstream_name: &str,
-    addr: std::net::SocketAddr,
-    route_name: &str,
-    prefix: &str,
-) -> String {
-    upstream_and_route_with(upstream_name, addr, route_name, prefix, "")
-}
-
-/// Like [`upstream_and_route`] with `extra` lines in the route.
-fn upstream_and_route_with(
-    upstream_name: &str,
-    addr: std::net::SocketAddr,
-    route_name: &str,
-    prefix: &str,
-    extra: &str,
-) -> String {
-    format!(
-        "{}{}",
-        upstream(upstream_name, &[addr], ""),
-        route(
-            route_name,
-            &format!("path_prefix = \"{prefix}\""),
-            upstream_name,
-            extra
-        )
-    )
-}
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -64,18 +36,16 @@ async fn two_hundred_reloads_under_traffic_lose_no_request() {
     const CLIENTS: usize = 3;
     let a = EchoServer::start("A").await.expect("echo A");
     let b = EchoServer::start("B").await.expect("echo B");
-    let strip = "strip_prefix = true";
-    let body_a = upstream_and_route_with("x", a.addr(), "va", "/v", strip);
-    let body_b = upstream_and_route_with("y", b.addr(), "vb", "/v", strip);
-    let gw = gateway()
-        .admin(true)
-        .threads(2)
-        .config(body_a.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
+    let stripped = |upstream_name: &str, addr, route_name: &str| -> String {
+        ConfigBody::new()
+            .upstream(Upstream::new(upstream_name, &[addr]))
+            .route(Route::prefix(route_name, "/v", upstream_name).strip_prefix())
+            .into()
+    };
+    let body_a = stripped("x", a.addr(), "va");
+    let body_b = stripped("y", b.addr(), "vb");
+    let AdminGateway { gw, admin, .. } =
+        AdminGateway::start_from(gateway().threads(2).config(body_a.clone())).await;
     let text_a = gw.config_text(&body_a);
     let text_b = gw.config_text(&body_b);
     assert_eq!(gw.read_config().expect("config file"), text_a);
@@ -237,15 +207,7 @@ async fn two_hundred_reloads_under_traffic_lose_no_request() {
 async fn invalid_configs_are_rejected_and_a_valid_rename_over_is_picked_up() {
     let echo = EchoServer::start("old").await.expect("echo");
     let body = upstream_and_route("u", echo.addr(), "old", "/old");
-    let gw = gateway()
-        .admin(true)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    let client = http_client();
+    let AdminGateway { gw, admin, client } = AdminGateway::start(body.clone()).await;
     let started_text = gw.read_config().expect("config");
 
     // 1. PUT with three errors: 400 listing every path, nothing applied.
@@ -301,10 +263,7 @@ async fn invalid_configs_are_rejected_and_a_valid_rename_over_is_picked_up() {
     assert_eq!(admin.version().await, 1);
 
     // 2. The file edited in place with a broken route: the watch rejects it, loudly.
-    let broken_file = gw.config_text(&format!(
-        "{body}{}",
-        route("new", "path_prefix = \"/new\"", "nope", "")
-    ));
+    let broken_file = with_route(&gw, &body, "new", "/new", "nope");
     gw.write_config(&broken_file).expect("rewrite");
     let line = wait_for_error_log(&gw, "config reload rejected", WAIT)
         .await
@@ -336,10 +295,7 @@ async fn invalid_configs_are_rejected_and_a_valid_rename_over_is_picked_up() {
     );
 
     // 3. A valid edit written to a new file and renamed over the old one.
-    let fixed = gw.config_text(&format!(
-        "{body}{}",
-        route("new", "path_prefix = \"/new\"", "u", "")
-    ));
+    let fixed = with_route(&gw, &body, "new", "/new", "u");
     gw.replace_config(&fixed).expect("rename over");
     let c = admin.wait_version_above(1, Duration::from_secs(10)).await;
     assert_eq!(c["version"], 2, "{c}");
@@ -360,21 +316,10 @@ async fn invalid_configs_are_rejected_and_a_valid_rename_over_is_picked_up() {
 async fn sighup_rereads_the_config_file() {
     let echo = EchoServer::start("e").await.expect("echo");
     let body = upstream_and_route("u", echo.addr(), "one", "/one");
-    let gw = gateway()
-        .admin(true)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    let client = http_client();
+    let AdminGateway { gw, admin, client } = AdminGateway::start(body.clone()).await;
     assert_no_route(&client, &gw.http_url("/two")).await;
 
-    let next = gw.config_text(&format!(
-        "{body}{}",
-        route("two", "path_prefix = \"/two\"", "u", "")
-    ));
+    let next = with_route(&gw, &body, "two", "/two", "u");
     // SIGHUP right after the write: the file watch needs at least one more poll interval
     // (debounce) before it would act, so the signal is what applies it.
     gw.write_config(&next).expect("rewrite");
@@ -395,10 +340,7 @@ async fn sighup_rereads_the_config_file() {
     assert_served_by(&client, &gw.http_url("/one"), "e").await;
 
     // A broken file and SIGHUP: rejected, logged, nothing changes.
-    let broken = gw.config_text(&format!(
-        "{body}{}",
-        route("three", "path_prefix = \"/three\"", "nope", "")
-    ));
+    let broken = with_route(&gw, &body, "three", "/three", "nope");
     gw.write_config(&broken).expect("rewrite");
     gw.sighup().expect("SIGHUP");
     let line = wait_for_error_log(&gw, "config reload rejected", WAIT)
@@ -414,21 +356,10 @@ async fn sighup_rereads_the_config_file() {
 async fn reload_subcommand_rereads_the_file_and_reports_errors() {
     let echo = EchoServer::start("e").await.expect("echo");
     let body = upstream_and_route("u", echo.addr(), "one", "/one");
-    let gw = gateway()
-        .admin(true)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    let client = http_client();
+    let AdminGateway { gw, admin, client } = AdminGateway::start(body.clone()).await;
     let base = gw.admin_base_url();
 
-    let next = gw.config_text(&format!(
-        "{body}{}",
-        route("two", "path_prefix = \"/two\"", "u", "")
-    ));
+    let next = with_route(&gw, &body, "two", "/two", "u");
     gw.write_config(&next).expect("rewrite");
     let out = cli(&["reload", "--admin", &base], &[]).await;
     assert!(out.status.success(), "{}", describe_output(&out));
@@ -442,10 +373,7 @@ async fn reload_subcommand_rereads_the_file_and_reports_errors() {
     assert_served_by(&client, &gw.http_url("/two"), "e").await;
 
     // A broken file: non-zero exit, the error path on stderr, nothing applied.
-    let broken = gw.config_text(&format!(
-        "{body}{}",
-        route("three", "path_prefix = \"/three\"", "nope", "")
-    ));
+    let broken = with_route(&gw, &body, "three", "/three", "nope");
     gw.write_config(&broken).expect("rewrite");
     let out = cli(&["reload", "--admin", &base], &[]).await;
     assert!(!out.status.success(), "{}", describe_output(&out));
@@ -463,304 +391,4 @@ async fn reload_subcommand_rereads_the_file_and_reports_errors() {
     let out = cli(&["reload", "--admin", &closed], &[]).await;
     assert!(!out.status.success(), "{}", describe_output(&out));
     assert!(!out.stderr.is_empty(), "{}", describe_output(&out));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollback_restores_the_previous_routes_and_history_lists_versions() {
-    let echo_b = EchoServer::start("B").await.expect("echo");
-    let echo_c = EchoServer::start("C").await.expect("echo");
-    let base_body = upstream_and_route("b", echo_b.addr(), "base", "/base");
-    let gw = gateway()
-        .admin(true)
-        .config(base_body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    let client = http_client();
-    let text_1 = gw.read_config().expect("config");
-
-    // Nothing to roll back to yet.
-    let a = admin.rollback().await;
-    assert_eq!(a.status, 409, "{}", a.text);
-    assert!(a.json["error"]["code"].is_string(), "{}", a.text);
-    assert_eq!(admin.version().await, 1);
-
-    let text_2 = gw.config_text(&format!(
-        "{base_body}{}",
-        route("only-in-2", "path_prefix = \"/two\"", "b", "")
-    ));
-    let text_3 = gw.config_text(&format!(
-        "{}{}{}",
-        upstream("c", &[echo_c.addr()], ""),
-        route("base", "path_prefix = \"/base\"", "c", ""),
-        route("only-in-3", "path_prefix = \"/three\"", "c", "")
-    ));
-    assert_eq!(admin.apply(&text_2).await, 2);
-    // Applying the running text again changes nothing and makes no version.
-    let same = admin.put_config(&text_2).await;
-    assert_eq!(same.status, 200, "{}", same.text);
-    assert_eq!(same.json["changed"], false, "{}", same.text);
-    assert_eq!(same.json["version"], 2, "{}", same.text);
-    assert_eq!(admin.apply(&text_3).await, 3);
-    assert_served_by(&client, &gw.http_url("/base"), "C").await;
-    assert_served_by(&client, &gw.http_url("/three"), "C").await;
-    assert_no_route(&client, &gw.http_url("/two")).await;
-
-    let a = admin.rollback().await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(a.json["version"], 4, "{}", a.text);
-    assert_eq!(a.json["sha256"], sha256_hex(&text_2), "{}", a.text);
-    let c = admin.config().await;
-    assert_eq!(c["config"], text_2.as_str());
-    assert_eq!(c["source"], "rollback", "{c}");
-    assert_served_by(&client, &gw.http_url("/base"), "B").await;
-    assert_served_by(&client, &gw.http_url("/two"), "B").await;
-    assert_no_route(&client, &gw.http_url("/three")).await;
-
-    let h = admin.history().await;
-    assert_eq!(h["current"], 4, "{h}");
-    let versions = h["versions"].as_array().expect("versions");
-    let got: Vec<(u64, String, String)> = versions
-        .iter()
-        .map(|v| {
-            (
-                v["version"].as_u64().expect("version"),
-                v["sha256"].as_str().expect("sha256").to_string(),
-                v["source"].as_str().expect("source").to_string(),
-            )
-        })
-        .collect();
-    let want: Vec<(u64, String, String)> = [
-        (1, &text_1, "startup"),
-        (2, &text_2, "admin-put"),
-        (3, &text_3, "admin-put"),
-        (4, &text_2, "rollback"),
-    ]
-    .into_iter()
-    .map(|(n, t, s)| (n, sha256_hex(t), s.to_string()))
-    .collect();
-    assert_eq!(got, want, "{h}");
-    let times: Vec<f64> = versions
-        .iter()
-        .map(|v| v["applied_at_unix"].as_f64().expect("applied_at_unix"))
-        .collect();
-    assert!(
-        times.windows(2).all(|w| w[0] <= w[1]) && times[0] > 1.6e9,
-        "applied_at_unix not increasing: {times:?}"
-    );
-}
-
-/// The brief's test 4: a changed `listeners.http` is reported, the routes of the same PUT are
-/// applied, and the process keeps its listener.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changed_listener_is_restart_needed_while_routes_apply() {
-    let echo = EchoServer::start("e").await.expect("echo");
-    let body = upstream_and_route("u", echo.addr(), "one", "/one");
-    let gw = gateway()
-        .admin(true)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    let client = http_client();
-
-    let new_http = free_addr().expect("addr");
-    let text = gw
-        .config_text(&format!(
-            "{body}{}",
-            route("two", "path_prefix = \"/two\"", "u", "")
-        ))
-        .replace(
-            &format!("http = \"{}\"", gw.http_addr()),
-            &format!("http = \"{new_http}\""),
-        );
-    assert!(text.contains(&new_http.to_string()));
-    let a = admin.put_config(&text).await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(a.json["changed"], true, "{}", a.text);
-    assert_eq!(
-        a.json["restart_needed"],
-        serde_json::json!(["listeners.http"]),
-        "{}",
-        a.text
-    );
-    assert_served_by(&client, &gw.http_url("/two"), "e").await;
-    assert_served_by(&client, &gw.http_url("/one"), "e").await;
-    assert!(
-        tokio::net::TcpStream::connect(new_http).await.is_err(),
-        "nothing may listen on {new_http} before a restart"
-    );
-    assert!(
-        gw.json_logs().iter().any(|l| l["level"] == "WARN"
-            && l["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("need a restart"))),
-        "no WARN about the restart; stderr:\n{}",
-        gw.stderr()
-    );
-}
-
-/// `restart_needed` describes the running process: a listener change that was applied to
-/// nothing is still pending after the next reload, and reverting it needs no restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_needed_is_relative_to_what_the_process_runs() {
-    let echo = EchoServer::start("e").await.expect("echo");
-    let body = upstream_and_route("u", echo.addr(), "one", "/one");
-    let gw = gateway()
-        .admin(true)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    let new_http = free_addr().expect("addr");
-    let moved = |extra: &str| {
-        gw.config_text(&format!("{body}{extra}")).replace(
-            &format!("http = \"{}\"", gw.http_addr()),
-            &format!("http = \"{new_http}\""),
-        )
-    };
-
-    let a = admin.put_config(&moved("")).await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(
-        a.json["restart_needed"],
-        serde_json::json!(["listeners.http"]),
-        "{}",
-        a.text
-    );
-
-    // An unrelated change: the process still listens on the old address.
-    let a = admin
-        .put_config(&moved(&route("two", "path_prefix = \"/two\"", "u", "")))
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert!(
-        tokio::net::TcpStream::connect(new_http).await.is_err(),
-        "{new_http} is not bound"
-    );
-    assert_eq!(
-        a.json["restart_needed"],
-        serde_json::json!(["listeners.http"]),
-        "the http listener change is still pending (the process listens on {}, the config says \
-         {new_http}): {}",
-        gw.http_addr(),
-        a.text
-    );
-
-    // Back to the address the process listens on: nothing needs a restart.
-    let a = admin
-        .put_config(&gw.config_text(&format!(
-            "{body}{}",
-            route("three", "path_prefix = \"/three\"", "u", "")
-        )))
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(
-        a.json["restart_needed"],
-        serde_json::json!([]),
-        "the config now matches the running listener {}: {}",
-        gw.http_addr(),
-        a.text
-    );
-}
-
-/// The brief's test 5: target counters of an unchanged upstream survive an unrelated reload;
-/// a changed upstream starts fresh.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unchanged_upstream_keeps_its_counters_and_a_changed_one_starts_fresh() {
-    let echo_u = EchoServer::start("U").await.expect("echo");
-    let echo_w = EchoServer::start("W").await.expect("echo");
-    let down = free_addr().expect("closed addr");
-    let body = format!(
-        "{}{}{}",
-        upstream_and_route("u", echo_u.addr(), "ru", "/u"),
-        upstream_and_route("w", echo_w.addr(), "rw", "/w"),
-        upstream_and_route("down", down, "rd", "/down"),
-    );
-    let gw = gateway()
-        .admin(true)
-        .config(body.clone())
-        .start()
-        .await
-        .expect("gateway");
-    wait_ready(&gw).await;
-    let admin = Admin::new(&gw);
-    let client = http_client();
-
-    for _ in 0..10 {
-        assert_served_by(&client, &gw.http_url("/u/x"), "U").await;
-    }
-    for _ in 0..3 {
-        assert_served_by(&client, &gw.http_url("/w/x"), "W").await;
-    }
-    // A new connection per failing request: the gateway closes the client connection after
-    // a 502 (see error_keepalive.rs), which is not what this test is about.
-    let one_shot = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(WAIT)
-        .build()
-        .expect("client");
-    for _ in 0..2 {
-        let (status, _) = probe(&one_shot, &gw.http_url("/down/x"))
-            .await
-            .expect("answer");
-        assert_eq!(status, 502);
-    }
-    assert_eq!(admin.target_counts("u", echo_u.addr()).await, (10, 0));
-    assert_eq!(admin.target_counts("w", echo_w.addr()).await, (3, 0));
-    assert_eq!(admin.target_counts("down", down).await, (2, 2));
-
-    // Unrelated reload: a new route (and the upstreams listed in another order).
-    let reordered = format!(
-        "{}{}{}{}",
-        upstream_and_route("down", down, "rd", "/down"),
-        upstream_and_route("w", echo_w.addr(), "rw", "/w"),
-        upstream_and_route("u", echo_u.addr(), "ru", "/u"),
-        route("extra", "path_prefix = \"/extra\"", "w", "")
-    );
-    admin.apply(&gw.config_text(&reordered)).await;
-    assert_served_by(&client, &gw.http_url("/extra"), "W").await;
-    assert_eq!(
-        admin.target_counts("u", echo_u.addr()).await,
-        (10, 0),
-        "u is unchanged: its counters must carry over"
-    );
-    assert_eq!(admin.target_counts("w", echo_w.addr()).await, (4, 0));
-    assert_eq!(admin.target_counts("down", down).await, (2, 2));
-    // ...and keep counting.
-    assert_served_by(&client, &gw.http_url("/u/x"), "U").await;
-    assert_eq!(admin.target_counts("u", echo_u.addr()).await, (11, 0));
-
-    // Change u's definition (its timeouts): it starts fresh; w and down carry over.
-    let changed = format!(
-        "{}{}{}{}{}",
-        upstream_and_route("down", down, "rd", "/down"),
-        upstream_and_route("w", echo_w.addr(), "rw", "/w"),
-        upstream(
-            "u",
-            &[echo_u.addr()],
-            "timeouts = { connect = \"2s\", read = \"20s\", idle = \"60s\" }"
-        ),
-        route("ru", "path_prefix = \"/u\"", "u", ""),
-        route("extra", "path_prefix = \"/extra\"", "w", "")
-    );
-    admin.apply(&gw.config_text(&changed)).await;
-    assert_eq!(
-        admin.target_counts("u", echo_u.addr()).await,
-        (0, 0),
-        "u changed: it starts fresh"
-    );
-    assert_eq!(admin.target_counts("w", echo_w.addr()).await, (4, 0));
-    assert_eq!(admin.target_counts("down", down).await, (2, 2));
-    for _ in 0..3 {
-        assert_served_by(&client, &gw.http_url("/u/x"), "U").await;
-    }
-    assert_eq!(admin.target_counts("u", echo_u.addr()).await, (3, 0));
 }

@@ -70,17 +70,14 @@ async fn fixture() -> Fixture {
         route("first", "path_prefix = \"/fm/\"", "a", ""),
         route("second", "path_prefix = \"/fm/deeper/\"", "b", ""),
     ];
-    let gw = gateway()
-        .config(format!(
-            "{}{}{}{}",
-            upstream("a", &[a.addr()], ""),
-            upstream("b", &[b.addr()], ""),
-            upstream("c", &[c.addr()], ""),
-            routes.concat()
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}{}{}",
+        upstream("a", &[a.addr()], ""),
+        upstream("b", &[b.addr()], ""),
+        upstream("c", &[c.addr()], ""),
+        routes.concat()
+    ))
+    .await;
     Fixture {
         gw,
         _a: a,

@@ -310,17 +310,7 @@ async fn planted_secrets_appear_in_no_output() {
         "check int-token.toml".into(),
         format!("{}{}", out.stdout, out.stderr),
     ));
-    let out = cli(
-        &[
-            "stats",
-            "--admin",
-            &gw.admin_base_url(),
-            "--window",
-            "total",
-        ],
-        &[(TOKEN_ENV, ADMIN_TOKEN)],
-    )
-    .await;
+    let out = stats_total(&gw, &[(TOKEN_ENV, ADMIN_TOKEN)]).await;
     assert!(out.status.success(), "{}", describe_output(&out));
     outputs.push(("stats".into(), describe_output(&out)));
 

@@ -13,15 +13,13 @@ use testkit::{GatewayProcess, SseServer};
 
 async fn setup() -> (SseServer, GatewayProcess) {
     let sse = SseServer::start().await.expect("sse upstream");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("events", &[sse.addr()], ""),
-            route("sse", "path_prefix = \"/api/events/\"", "events", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(upstream_and_route(
+        "events",
+        sse.addr(),
+        "sse",
+        "/api/events/",
+    ))
+    .await;
     (sse, gw)
 }
 

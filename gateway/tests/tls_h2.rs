@@ -4,22 +4,24 @@
 mod common;
 
 use common::*;
+use testkit::request::get;
 use testkit::tls::SelfSigned;
 use testkit::EchoServer;
+
+/// A gateway with the https listener (generated certificate) in front of `echo`.
+async fn start_https(echo: &EchoServer) -> testkit::GatewayProcess {
+    gateway()
+        .https(true)
+        .config(catch_all_echo(echo.addr()))
+        .start()
+        .await
+        .expect("gateway")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_generated_cert_negotiates_h2() {
     let echo = EchoServer::start("a").await.expect("echo");
-    let gw = gateway()
-        .https(true)
-        .config(format!(
-            "{}{}",
-            upstream("echo", &[echo.addr()], ""),
-            route("all", "path_prefix = \"/\"", "echo", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_https(&echo).await;
 
     let pem = gw.self_signed_cert_pem().unwrap_or_else(|e| {
         panic!(
@@ -56,16 +58,7 @@ async fn https_with_generated_cert_negotiates_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_cert_is_valid_for_the_loopback_ip() {
     let echo = EchoServer::start("a").await.expect("echo");
-    let gw = gateway()
-        .https(true)
-        .config(format!(
-            "{}{}",
-            upstream("echo", &[echo.addr()], ""),
-            route("all", "path_prefix = \"/\"", "echo", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_https(&echo).await;
     let addr = gw.https_addr().expect("https");
     let resp = tls_client(&gw, false)
         .get(format!("https://127.0.0.1:{}/ip", addr.port()))
@@ -109,30 +102,20 @@ async fn configured_certificate_is_served() {
 
 async fn tls_upstream_sees(protocol: &str) -> serde_json::Value {
     let echo = EchoServer::start_tls("tls-up").await.expect("tls echo");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream(
-                "secure",
-                &[echo.addr()],
-                &format!(
-                    "protocol = \"{protocol}\"\ntls = true\nsni = \"localhost\"\nverify = false"
-                )
-            ),
-            route("all", "path_prefix = \"/\"", "secure", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
-    let resp = http_client()
-        .get(gw.http_url("/to-tls"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = resp.json().await.expect("json");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream(
+            "secure",
+            &[echo.addr()],
+            &format!("protocol = \"{protocol}\"\ntls = true\nsni = \"localhost\"\nverify = false")
+        ),
+        route("all", "path_prefix = \"/\"", "secure", "")
+    ))
+    .await;
+    let resp = get(&http_client(), &gw.http_url("/to-tls")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(echo.count(), 1);
-    body
+    resp.json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,15 +12,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 async fn setup() -> (WsEchoServer, GatewayProcess) {
     let ws = WsEchoServer::start().await.expect("ws upstream");
-    let gw = gateway()
-        .config(format!(
-            "{}{}",
-            upstream("realtime", &[ws.addr()], ""),
-            route("ws", "path = \"/ws\"", "realtime", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream("realtime", &[ws.addr()], ""),
+        route("ws", "path = \"/ws\"", "realtime", "")
+    ))
+    .await;
     (ws, gw)
 }
 

@@ -62,6 +62,9 @@ async fn http_check_follows_the_listener() {
     let server = serve(listener, status.clone());
     let target = Target::new(addr, 1);
     let stats = target.stats.clone();
+    // Targets start healthy: mark this one down by hand so that "healthy" below can only come
+    // from probes the checker sent and the listener passed.
+    stats.set_healthy(false);
     let checker = health::spawn(
         vec![target],
         config(CheckKind::Http {
@@ -70,8 +73,7 @@ async fn http_check_follows_the_listener() {
     )
     .expect("spawn");
 
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(stats.is_healthy());
+    wait_until("healthy after passed probes", || stats.is_healthy()).await;
 
     // Listener stopped: connections are refused.
     server.abort();
@@ -114,9 +116,12 @@ async fn tcp_check_uses_connect_only() {
         .expect("addr");
     let down = Target::new(closed_addr, 1);
     let (up_stats, down_stats) = (up.stats.clone(), down.stats.clone());
+    // Both start healthy; mark the listening one down by hand so that its return to healthy
+    // proves the connect-only probe passed (an HTTP probe would fail on the 500).
+    up_stats.set_healthy(false);
     let checker = health::spawn(vec![up, down], config(CheckKind::Tcp)).expect("spawn");
     wait_until("closed port unhealthy", || !down_stats.is_healthy()).await;
-    assert!(up_stats.is_healthy());
+    wait_until("listening port healthy", || up_stats.is_healthy()).await;
     checker.stop();
     server.abort();
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::duration::parse_duration;
+use orchestra_config::duration::parse_duration;
 
 /// Load generator for Orchestra Gateway.
 ///
@@ -347,6 +347,35 @@ mod tests {
         assert!(!a.new_conn);
         assert_eq!(a.http.method, "GET");
         assert!(a.load.validate().is_ok());
+    }
+
+    #[test]
+    fn durations_take_the_config_grammar_and_need_a_unit() {
+        let cli = parse(&[
+            "h1",
+            "-u",
+            "http://127.0.0.1:1/",
+            "-d",
+            "1.5s",
+            "--warmup",
+            "250ms",
+        ])
+        .expect("parse");
+        let ModeCmd::H1(a) = cli.mode else {
+            panic!("not h1")
+        };
+        assert_eq!(a.load.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(a.load.warmup, Duration::from_millis(250));
+        let bare =
+            parse(&["h1", "-u", "http://127.0.0.1:1/", "-d", "30"]).expect_err("bare number");
+        let message = bare.to_string();
+        assert!(message.contains("missing unit"), "{message}");
+        let negative =
+            parse(&["h1", "-u", "http://127.0.0.1:1/", "--duration=-1s"]).expect_err("negative");
+        assert!(
+            negative.to_string().contains("must not be negative"),
+            "{negative}"
+        );
     }
 
     #[test]

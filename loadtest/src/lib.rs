@@ -9,10 +9,8 @@
 //! - [`progress`]: the per-second progress line.
 //! - [`net`]: URL targets, TCP/TLS connections.
 //! - [`modes`]: `h1`, `h2c`/`h2`, `ws`, `ws-hold`, `sse`.
-//! - [`duration`]: `10s` / `250ms` flag values.
 
 pub mod cli;
-pub mod duration;
 pub mod engine;
 pub mod modes;
 pub mod net;

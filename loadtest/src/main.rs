@@ -13,22 +13,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let common = cli.mode.common().clone();
     raise_fd_limit();
-    let threads = common
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let rt = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
-    let rt = match rt {
-        Ok(rt) => rt,
+    let (rt, threads) = match orchestra_bench::runtime::build(common.threads) {
+        Ok(built) => built,
         Err(e) => {
             eprintln!("orchestra-loadtest: cannot start the runtime: {e}");
             return ExitCode::FAILURE;

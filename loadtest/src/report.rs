@@ -124,6 +124,28 @@ pub struct RunInfo {
     pub warmup_s: f64,
 }
 
+/// The fields every mode report (besides [`RequestReport`]) starts with in its JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReportHeader {
+    /// Always `"orchestra-loadtest"`.
+    pub tool: &'static str,
+    /// This tool's version.
+    pub version: &'static str,
+    /// The mode (subcommand) that ran.
+    pub mode: &'static str,
+}
+
+impl ReportHeader {
+    /// The header of a `mode` report.
+    pub fn new(mode: &'static str) -> Self {
+        Self {
+            tool: "orchestra-loadtest",
+            version: env!("CARGO_PKG_VERSION"),
+            mode,
+        }
+    }
+}
+
 /// Report of a request/response run (h1, h2c, h2, ws).
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestReport {

@@ -95,14 +95,7 @@ impl EchoClient {
         &mut self,
         request: impl tonic::IntoRequest<EchoRequest>,
     ) -> Result<Response<EchoReply>, Status> {
-        self.ready().await?;
-        self.inner
-            .unary(
-                request.into_request(),
-                PathAndQuery::from_static(UNARY),
-                ProstCodec::default(),
-            )
-            .await
+        self.call_unary(UNARY, request).await
     }
 
     /// Calls [`FAIL`].
@@ -110,11 +103,20 @@ impl EchoClient {
         &mut self,
         request: impl tonic::IntoRequest<EchoRequest>,
     ) -> Result<Response<EchoReply>, Status> {
+        self.call_unary(FAIL, request).await
+    }
+
+    /// One unary call of `method` (a full path such as [`UNARY`]).
+    async fn call_unary(
+        &mut self,
+        method: &'static str,
+        request: impl tonic::IntoRequest<EchoRequest>,
+    ) -> Result<Response<EchoReply>, Status> {
         self.ready().await?;
         self.inner
             .unary(
                 request.into_request(),
-                PathAndQuery::from_static(FAIL),
+                PathAndQuery::from_static(method),
                 ProstCodec::default(),
             )
             .await

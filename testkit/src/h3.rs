@@ -90,6 +90,24 @@ impl H3Client {
         })
     }
 
+    /// [`connect`](Self::connect), retried every 50 ms for up to `patience`: a gateway binds its
+    /// UDP socket as it turns ready, and a handshake racing that bind fails. Returns the last
+    /// error when no attempt succeeded.
+    pub async fn connect_patiently(
+        addr: SocketAddr,
+        ca_pem: &[u8],
+        patience: std::time::Duration,
+    ) -> Result<H3Client, BoxError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match Self::connect(addr, ca_pem).await {
+                Ok(client) => return Ok(client),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Result<H3Response, BoxError> {
         self.request(Method::GET, path, &[], Bytes::new()).await

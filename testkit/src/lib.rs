@@ -17,10 +17,12 @@
 //! | [`h3`] | an HTTP/3 client (quinn + h3) trusting a given certificate |
 //! | [`client`] | HTTP/2 clients (h2c prior knowledge, TLS) that expose response trailers |
 //! | [`tls`] | self-signed certificates and rustls configurations (ring provider) |
-//! | [`gateway`] | [`GatewayProcess`]: write a config, start `orchestra-gateway`, wait for `/healthz`, read its logs, send SIGTERM; admin port, config rewrites, SIGHUP |
+//! | [`gateway`] | [`GatewayProcess`]: write a config, start `orchestra-gateway`, wait for `/healthz`, read its logs, send SIGTERM; admin port, config rewrites, SIGHUP; [`gateway::toml`]: config bodies (upstreams, routes, plugins) from typed calls |
 //! | [`postgres`] | [`PgCluster`]: a throwaway PostgreSQL cluster (initdb in a temp dir, a free loopback port), stopped and deleted on drop |
 //! | [`backend`] | [`BackendProcess`]: start `orchestra-backend` on a database, wait for `/healthz`, SIGKILL and restart it on the same port |
 //! | [`net`] | free ports and addresses nothing listens on |
+//! | [`prometheus`] | a strict reader of the Prometheus text exposition (`/metrics`) |
+//! | [`request`] | send a `reqwest` request and get its status, headers and whole body in one value |
 //! | [`raw_http`] | a raw HTTP/1.1 client: oversized heads, chunked bodies sent piece by piece, answers that arrive before the request is complete |
 //! | [`webhook`] | a webhook receiver recording alert notifications, with queued failure answers for retry tests |
 //! | [`browser`] | headless Chromium over WebDriver (chromedriver + fantoccini) for dashboard tests |
@@ -36,7 +38,9 @@ pub mod grpc;
 pub mod h3;
 pub mod net;
 pub mod postgres;
+pub mod prometheus;
 pub mod raw_http;
+pub mod request;
 pub mod tls;
 pub mod upstream;
 pub mod webhook;
@@ -51,3 +55,12 @@ pub use upstream::http::EchoServer;
 pub use upstream::sse::SseServer;
 pub use upstream::ws::WsEchoServer;
 pub use webhook::WebhookReceiver;
+
+/// The first value of header `name` (case-insensitive) in `headers`, whose names are lowercased:
+/// the lookup of every recorded request and response here.
+pub(crate) fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}

@@ -35,11 +35,7 @@ pub struct Delivery {
 impl Delivery {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        crate::header_value(&self.headers, name)
     }
 }
 

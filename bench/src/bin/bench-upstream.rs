@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use orchestra_bench::duration::parse_duration;
 use orchestra_bench::upstream::{self, State, UpstreamConfig};
+use orchestra_config::duration::parse_duration;
 use tokio::net::TcpListener;
 
 /// Fast upstream for Orchestra Gateway benchmarks (hyper 1: HTTP/1.1 + h2c on one port).
@@ -52,22 +52,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let rt = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
-    let rt = match rt {
-        Ok(rt) => rt,
+    let (rt, threads) = match orchestra_bench::runtime::build(args.threads) {
+        Ok(built) => built,
         Err(e) => {
             eprintln!("bench-upstream: cannot start the runtime: {e}");
             return ExitCode::FAILURE;

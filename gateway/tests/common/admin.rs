@@ -255,6 +255,13 @@ pub async fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("orchestra-gateway {args:?}: {e}"))
 }
 
+/// Runs `orchestra-gateway stats --admin ADMIN --window total` against `gw` with `env`
+/// added (see [`cli`]).
+pub async fn stats_total(gw: &GatewayProcess, env: &[(&str, &str)]) -> std::process::Output {
+    let admin = gw.admin_base_url();
+    cli(&["stats", "--admin", &admin, "--window", "total"], env).await
+}
+
 /// `stdout` and `stderr` of a CLI run, for assertion messages.
 pub fn describe_output(out: &std::process::Output) -> String {
     format!(

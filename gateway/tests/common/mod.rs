@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod launch;
 pub mod ops;
 
 use std::net::SocketAddr;
@@ -54,47 +55,62 @@ pub fn tls_client_trusting(gw: &GatewayProcess, pem: &[u8], http1_only: bool) ->
     builder.build().expect("reqwest tls client")
 }
 
-/// `[ { addr = "A" }, ... ]`.
-pub fn targets(addrs: &[SocketAddr]) -> String {
-    let items: Vec<String> = addrs
-        .iter()
-        .map(|a| format!("{{ addr = \"{a}\" }}"))
-        .collect();
-    format!("[ {} ]", items.join(", "))
-}
+// The typed config-body builders, for every test file (each uses only some of them).
+#[allow(unused_imports)]
+pub use testkit::gateway::toml::{targets, ConfigBody, Plugin, Route, Upstream};
 
-/// An `[[upstreams]]` entry with protocol `h1`, generous timeouts and `extra` lines.
+/// An `[[upstreams]]` entry with protocol `h1`, generous timeouts and `extra` lines (see
+/// [`Upstream`] for the typed form).
 pub fn upstream(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
-    format!(
-        "[[upstreams]]\nname = \"{name}\"\nbalancer = \"round_robin\"\ntargets = {}\n{}\n{extra}\n\n",
-        targets(addrs),
-        if extra.contains("timeouts") {
-            ""
-        } else {
-            "timeouts = { connect = \"1s\", read = \"20s\", idle = \"60s\" }"
-        },
-    )
+    Upstream::new(name, addrs).line(extra).to_string()
 }
 
 /// A `[[routes]]` entry: `match_toml` is the inline table body, e.g.
-/// `path_prefix = "/api/"`; `extra` adds lines such as `strip_prefix = true`.
+/// `path_prefix = "/api/"`; `extra` adds lines such as `strip_prefix = true` (see [`Route`]
+/// for the typed form).
 pub fn route(name: &str, match_toml: &str, upstream: &str, extra: &str) -> String {
-    format!(
-        "[[routes]]\nname = \"{name}\"\nmatch = {{ {match_toml} }}\nupstream = \"{upstream}\"\n{extra}\n\n"
-    )
+    Route::matching(name, match_toml, upstream)
+        .line(extra)
+        .to_string()
+}
+
+/// `[[upstreams]] UPSTREAM -> addr` plus `[[routes]] ROUTE: path_prefix PREFIX -> UPSTREAM`.
+pub fn upstream_and_route(upstream: &str, addr: SocketAddr, route: &str, prefix: &str) -> String {
+    ConfigBody::new()
+        .service(upstream, addr, route, prefix)
+        .into()
+}
+
+/// `gw`'s full config text (its listeners) for `body` plus route `name` on
+/// `path_prefix = prefix` to `upstream`: the usual "add a route and reload" edit.
+pub fn with_route(
+    gw: &GatewayProcess,
+    body: &str,
+    name: &str,
+    prefix: &str,
+    upstream: &str,
+) -> String {
+    gw.config_text(&format!("{body}{}", Route::prefix(name, prefix, upstream)))
+}
+
+/// The config body of one catch-all route `all` to upstream `echo` at `addr`.
+pub fn catch_all_echo(addr: SocketAddr) -> String {
+    upstream_and_route("echo", addr, "all", "/")
+}
+
+/// Starts a gateway (no admin listener) on the config body `body`; panics with the launch error
+/// (the child's stderr included) when it does not come up.
+pub async fn start_gateway(body: impl Into<String>) -> GatewayProcess {
+    gateway()
+        .config(body)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("gateway starts: {e}"))
 }
 
 /// A gateway with one catch-all route `all` to upstream `echo` at `addr`.
 pub async fn start_catch_all(addr: SocketAddr) -> GatewayProcess {
-    gateway()
-        .config(format!(
-            "{}{}",
-            upstream("echo", &[addr], ""),
-            route("all", "path_prefix = \"/\"", "echo", "")
-        ))
-        .start()
-        .await
-        .expect("gateway starts")
+    start_gateway(catch_all_echo(addr)).await
 }
 
 /// Asserts a gateway-generated JSON error: status, `content-type: application/json`,
@@ -163,6 +179,50 @@ pub fn is_valid_traceparent(value: &str) -> bool {
         && hex(parts[2], 16)
         && parts[2].bytes().any(|b| b != b'0')
         && hex(parts[3], 2)
+}
+
+/// An HTTP/3 client of `gw`'s QUIC listener trusting its generated certificate (connecting
+/// retried for up to 2 s, see [`testkit::h3::H3Client::connect_patiently`]).
+pub async fn h3_client(gw: &GatewayProcess) -> testkit::h3::H3Client {
+    let pem = gw
+        .self_signed_cert_pem()
+        .expect("generated self-signed cert readable");
+    let addr = gw.https_addr().expect("https (and h3) enabled");
+    testkit::h3::H3Client::connect_patiently(addr, &pem, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect to {addr}: {e}"))
+}
+
+/// Fetches `path` over HTTP/3 with the independent `aioquic` client
+/// (`tests/support/aioquic_get.py`, installed by `scripts/setup --install-only`) from
+/// `127.0.0.1:port`, trusting the PEM file `ca`; `method_and_body` adds e.g. `["POST", "text"]`.
+/// Returns the script's JSON line (`status`, `headers`, `body`); panics when the fetch failed.
+pub async fn aioquic_fetch(
+    port: u16,
+    path: &str,
+    ca: &std::path::Path,
+    method_and_body: &[&str],
+) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/aioquic_get.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &port.to_string(), path])
+        .arg(ca)
+        .args(method_and_body)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "aioquic fetch of {path} failed (is aioquic installed? scripts/setup --install-only): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "aioquic output is not one JSON line ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Polls `GET /readyz` until it answers 200 (bounded by [`WAIT`]); readiness may trail

@@ -9,29 +9,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testkit::gateway::toml::{Route, Upstream};
 use testkit::GatewayProcess;
 
 /// `[[upstreams]]` with `balancer`, equal-weight `targets`, generous timeouts unless `extra`
 /// sets them, and the `extra` lines (retries, health_check, circuit_breaker, hash_key ...).
 pub fn lb_upstream(name: &str, balancer: &str, addrs: &[SocketAddr], extra: &str) -> String {
-    let targets: Vec<String> = addrs
-        .iter()
-        .map(|a| format!("{{ addr = \"{a}\", weight = 1 }}"))
-        .collect();
-    let timeouts = if extra.contains("timeouts") {
-        ""
-    } else {
-        "timeouts = { connect = \"1s\", read = \"10s\", idle = \"60s\" }\n"
-    };
-    format!(
-        "[[upstreams]]\nname = \"{name}\"\nbalancer = \"{balancer}\"\ntargets = [ {} ]\n{timeouts}{extra}\n\n",
-        targets.join(", ")
-    )
+    let mut upstream = Upstream::new(name, addrs).balancer(balancer);
+    if !extra.contains("timeouts") {
+        upstream = upstream.timeouts("1s", "10s", "60s");
+    }
+    upstream.line(extra).to_string()
 }
 
 /// A catch-all route `all` to `upstream`.
 pub fn catch_all(upstream: &str) -> String {
-    format!("[[routes]]\nname = \"all\"\nmatch = {{ path_prefix = \"/\" }}\nupstream = \"{upstream}\"\n\n")
+    Route::prefix("all", "/", upstream).to_string()
 }
 
 /// What a bounded load run saw.

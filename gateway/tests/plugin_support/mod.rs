@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use testkit::{EchoServer, GatewayProcess};
 
-use crate::common::{assert_json_error, gateway, header, upstream};
+use crate::common::{assert_json_error, gateway, header, upstream, Plugin, Route};
 
 /// The environment variable the `jwt` plugins of these tests read their secret from.
 pub const JWT_SECRET_ENV: &str = "ORCHESTRA_E2E_JWT_SECRET";
@@ -105,23 +105,23 @@ pub fn jwt_plugin(name: &str, extra: &str) -> String {
 
 /// `[plugins.NAME]` of kind `rate_limit` with `key`, `rate` and `extra` lines.
 pub fn rate_limit_plugin(name: &str, key: &str, rate: &str, extra: &str) -> String {
-    format!(
-        "[plugins.{name}]\nkind = \"rate_limit\"\nkey = \"{key}\"\nrate = \"{rate}\"\n{extra}\n\n"
-    )
+    Plugin::new(name, "rate_limit")
+        .set("key", key)
+        .set("rate", rate)
+        .line(extra)
+        .to_string()
 }
 
 /// `[plugins.NAME]` with `kind` and the given lines.
 pub fn plugin(name: &str, kind: &str, lines: &str) -> String {
-    format!("[plugins.{name}]\nkind = \"{kind}\"\n{lines}\n\n")
+    Plugin::new(name, kind).line(lines).to_string()
 }
 
 /// A `[[routes]]` entry on `path_prefix` to upstream `echo` running `plugins` in order.
 pub fn plugin_route(name: &str, prefix: &str, plugins: &[&str]) -> String {
-    let list: Vec<String> = plugins.iter().map(|p| format!("\"{p}\"")).collect();
-    format!(
-        "[[routes]]\nname = \"{name}\"\nmatch = {{ path_prefix = \"{prefix}\" }}\nupstream = \"echo\"\nplugins = [{}]\n\n",
-        list.join(", ")
-    )
+    Route::prefix(name, prefix, "echo")
+        .plugins(plugins)
+        .to_string()
 }
 
 /// The config body: upstream `echo` at `echo`'s address, then `rest` (routes, plugins).

@@ -31,7 +31,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::cli::AgentsArgs;
 use crate::progress::Progress;
-use crate::report::{LatencySummary, Report};
+use crate::report::{LatencySummary, Report, ReportHeader};
 use crate::stats::{new_histogram, record};
 
 /// The id of simulated agent `i`.
@@ -42,12 +42,9 @@ pub fn agent_id(i: usize) -> String {
 /// Report of an `agents` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentsReport {
-    /// Always `"orchestra-loadtest"`.
-    pub tool: &'static str,
-    /// This tool's version.
-    pub version: &'static str,
-    /// `"agents"`.
-    pub mode: &'static str,
+    /// `tool`, `version` and `mode` (`"agents"`).
+    #[serde(flatten)]
+    pub header: ReportHeader,
     /// The gateway's QUIC address.
     pub addr: String,
     /// Agents asked for.
@@ -505,9 +502,7 @@ pub async fn run(a: AgentsArgs, progress: bool) -> Result<Box<dyn Report>, Strin
         .map(|h| LatencySummary::from_ns(&h))
         .unwrap_or_default();
     Ok(Box::new(AgentsReport {
-        tool: "orchestra-loadtest",
-        version: env!("CARGO_PKG_VERSION"),
-        mode: "agents",
+        header: ReportHeader::new("agents"),
         addr: a.addr.clone(),
         requested: a.agents,
         registered: reg,

@@ -60,8 +60,7 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
         }
         ModeCmd::H3(a) => h3::run(a, threads, progress).await,
         ModeCmd::Ws(a) => {
-            let target = Target::parse(&a.load.url, &["ws", "wss"])?;
-            let connector = connector(&target, &a.tls, &[b"http/1.1"]).await?;
+            let (target, connector) = http1_target(&a.load.url, &["ws", "wss"], &a.tls).await?;
             let headers = http::parse_headers(&a.load.headers)?;
             let driver = ws::Ws::new(connector, target.url.clone(), headers, a.msg_size);
             let workers = a.load.connections;
@@ -69,8 +68,7 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
         }
         ModeCmd::Agents(a) => agents::run(a, progress).await,
         ModeCmd::Task(a) => {
-            let target = Target::parse(&a.url, &["ws", "wss"])?;
-            let connector = connector(&target, &a.tls, &[b"http/1.1"]).await?;
+            let (target, connector) = http1_target(&a.url, &["ws", "wss"], &a.tls).await?;
             let url = target.url.clone();
             Ok(Box::new(task::run(a, connector, url).await?))
         }
@@ -78,8 +76,7 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
             if a.subscribers == 0 {
                 return Err("-c/--subscribers must be at least 1".into());
             }
-            let target = Target::parse(&a.url, &["ws", "wss"])?;
-            let connector = connector(&target, &a.tls, &[b"http/1.1"]).await?;
+            let (target, connector) = http1_target(&a.url, &["ws", "wss"], &a.tls).await?;
             let url = target.url.clone();
             Ok(Box::new(fanout::run(a, connector, url).await?))
         }
@@ -87,8 +84,7 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
             if a.connections == 0 {
                 return Err("-c/--connections must be at least 1".into());
             }
-            let target = Target::parse(&a.url, &["ws", "wss"])?;
-            let connector = connector(&target, &a.tls, &[b"http/1.1"]).await?;
+            let (target, connector) = http1_target(&a.url, &["ws", "wss"], &a.tls).await?;
             let cfg = ws_hold::HoldConfig {
                 url: target.url.clone(),
                 headers: http::parse_headers(&a.headers)?,
@@ -107,8 +103,7 @@ pub async fn run(mode: ModeCmd, threads: usize) -> Result<Box<dyn Report>, Strin
             if a.connections == 0 {
                 return Err("-c/--connections must be at least 1".into());
             }
-            let target = Target::parse(&a.url, &["http", "https"])?;
-            let connector = connector(&target, &a.tls, &[b"http/1.1"]).await?;
+            let (target, connector) = http1_target(&a.url, &["http", "https"], &a.tls).await?;
             let tpl = http::RequestTemplate::new(
                 &target,
                 Version::HTTP_11,
@@ -147,6 +142,18 @@ async fn run_h2(
     let driver = h2::H2::new(connector, tpl, a.load.connections);
     let workers = a.load.connections * a.streams;
     run_requests(driver, name, &a.load, a.streams, workers, threads, progress).await
+}
+
+/// Parses `url` (one of `schemes`) and opens its connector with ALPN `http/1.1` (WebSocket and
+/// SSE modes).
+async fn http1_target(
+    url: &str,
+    schemes: &[&str],
+    tls: &TlsArgs,
+) -> Result<(Target, Connector), String> {
+    let target = Target::parse(url, schemes)?;
+    let connector = connector(&target, tls, &[b"http/1.1"]).await?;
+    Ok((target, connector))
 }
 
 async fn connector(target: &Target, tls: &TlsArgs, alpn: &[&[u8]]) -> Result<Connector, String> {

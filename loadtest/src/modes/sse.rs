@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::http::{classify, RequestTemplate};
 use crate::net::Connector;
 use crate::progress::Progress;
-use crate::report::{errors_line, fmt_bytes, LatencySummary, Report};
+use crate::report::{errors_line, fmt_bytes, LatencySummary, Report, ReportHeader};
 use crate::stats::{record, ErrorCounts, ErrorKind, Shard};
 
 /// Settings of an `sse` run.
@@ -40,12 +40,9 @@ pub struct SseConfig {
 /// Report of an `sse` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct SseReport {
-    /// Always `"orchestra-loadtest"`.
-    pub tool: &'static str,
-    /// This tool's version.
-    pub version: &'static str,
-    /// `"sse"`.
-    pub mode: &'static str,
+    /// `tool`, `version` and `mode` (`"sse"`).
+    #[serde(flatten)]
+    pub header: ReportHeader,
     /// Target URL.
     pub url: String,
     /// Subscribers.
@@ -207,9 +204,7 @@ pub async fn run(
     let events = counters.events.load(Ordering::Relaxed);
     let shard = counters.shard.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(SseReport {
-        tool: "orchestra-loadtest",
-        version: env!("CARGO_PKG_VERSION"),
-        mode: "sse",
+        header: ReportHeader::new("sse"),
         url: cfg.url,
         connections: cfg.connections,
         duration_s: (secs * 1000.0).round() / 1000.0,

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::ws::{open, WsConn};
 use crate::net::Connector;
 use crate::progress::Progress;
-use crate::report::{errors_line, fmt_bytes, LatencySummary, Report};
+use crate::report::{errors_line, fmt_bytes, LatencySummary, Report, ReportHeader};
 use crate::stats::{new_histogram, record, ErrorCounts, ErrorKind};
 
 /// Settings of a `ws-hold` run.
@@ -67,12 +67,9 @@ pub struct RssReport {
 /// Report of a `ws-hold` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct HoldReport {
-    /// Always `"orchestra-loadtest"`.
-    pub tool: &'static str,
-    /// This tool's version.
-    pub version: &'static str,
-    /// `"ws-hold"`.
-    pub mode: &'static str,
+    /// `tool`, `version` and `mode` (`"ws-hold"`).
+    #[serde(flatten)]
+    pub header: ReportHeader,
     /// Target URL.
     pub url: String,
     /// Connections asked for.
@@ -253,9 +250,7 @@ pub async fn run(cfg: HoldConfig, connector: Connector) -> Result<HoldReport, St
         _ => None,
     };
     Ok(HoldReport {
-        tool: "orchestra-loadtest",
-        version: env!("CARGO_PKG_VERSION"),
-        mode: "ws-hold",
+        header: ReportHeader::new("ws-hold"),
         url: cfg.url.clone(),
         requested: cfg.connections,
         opened,

@@ -183,7 +183,10 @@ impl GatewayBuilder {
         }
         out.push('\n');
         if let Some(token) = &self.admin_token {
-            out.push_str(&format!("[admin]\ntoken = {}\n\n", toml_string(token)));
+            out.push_str(&format!(
+                "[admin]\ntoken = {}\n\n",
+                super::toml::quoted(token)
+            ));
         }
         out.push_str(&self.body);
         out.push('\n');
@@ -194,22 +197,6 @@ impl GatewayBuilder {
     pub(crate) fn wants_admin(&self) -> bool {
         self.admin || self.template().contains(ADMIN_PLACEHOLDER)
     }
-}
-
-/// `text` as a TOML basic string (quoted, with `"` and `\\` escaped).
-fn toml_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The values substituted for the placeholders of a config template.

@@ -21,11 +21,14 @@
 //! same listeners and `[server]` / `[admin]` settings, [`GatewayProcess::write_config`]
 //! rewrites the config file in place, [`GatewayProcess::replace_config`] writes a new file
 //! and renames it over the old one, and [`GatewayProcess::sighup`] asks for a reload.
+//!
+//! [`toml`] builds config bodies (upstreams, routes, plugins) from typed calls.
 
 mod builder;
 mod check;
 mod logs;
 pub(crate) mod probe;
+pub mod toml;
 
 pub use builder::{
     GatewayBuilder, ADMIN_PLACEHOLDER, DATA_DIR_PLACEHOLDER, DIR_PLACEHOLDER, HTTPS_PLACEHOLDER,

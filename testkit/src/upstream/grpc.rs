@@ -14,10 +14,7 @@ use hyper::{Request, Response};
 use tonic::Status;
 use tonic_prost::ProstCodec;
 
-use super::{
-    bind_loopback, serve_http_connection, spawn_accept_loop, Body, RecordedRequest, RequestLog,
-    ServerTask,
-};
+use super::{bind_loopback, spawn_http_server, Body, RecordedRequest, RequestLog, ServerTask};
 use crate::grpc::{EchoReply, EchoRequest, FAIL, SERVER_STREAM, UNARY};
 use crate::tls::BoxError;
 
@@ -47,12 +44,7 @@ impl GrpcServer {
             log: RequestLog::default(),
         };
         let log = ctx.log.clone();
-        let task = spawn_accept_loop(listener, move |stream| {
-            let ctx = ctx.clone();
-            async move {
-                serve_http_connection(stream, move |req| handle(req, ctx.clone())).await;
-            }
-        });
+        let task = spawn_http_server(listener, ctx, handle);
         Ok(Self {
             addr,
             log,

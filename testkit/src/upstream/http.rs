@@ -31,8 +31,8 @@ use hyper::{Request, Response, StatusCode};
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    bind_loopback, serve_http_connection, spawn_accept_loop, version_str, Body, RecordedRequest,
-    RequestLog, ServerTask,
+    bind_loopback, serve_http_connection, spawn_accept_loop, spawn_http_server, version_str, Body,
+    RecordedRequest, RequestLog, ServerTask,
 };
 use crate::tls::{self, BoxError, SelfSigned};
 
@@ -74,12 +74,7 @@ impl EchoServer {
             tls: false,
             log: log.clone(),
         });
-        let task = spawn_accept_loop(listener, move |stream| {
-            let ctx = ctx.clone();
-            async move {
-                serve_http_connection(stream, move |req| handle(req, ctx.clone())).await;
-            }
-        });
+        let task = spawn_http_server(listener, ctx, handle);
         Ok(Self {
             addr,
             name: name.to_string(),

@@ -75,6 +75,26 @@ where
     }))
 }
 
+/// Spawns an accept loop serving every connection with [`serve_http_connection`], each request
+/// answered by `handler(request, state.clone())`.
+pub(crate) fn spawn_http_server<S, H, Fut>(
+    listener: TcpListener,
+    state: S,
+    handler: H,
+) -> ServerTask
+where
+    S: Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, S) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    spawn_accept_loop(listener, move |stream| {
+        let state = state.clone();
+        async move {
+            serve_http_connection(stream, move |req| handler(req, state.clone())).await;
+        }
+    })
+}
+
 /// Serves one connection with HTTP/1.1 or HTTP/2 (prior knowledge or ALPN), whichever the
 /// client speaks. Connection errors end the connection silently.
 pub(crate) async fn serve_http_connection<I, H, Fut>(io: I, handler: H)
@@ -105,11 +125,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        crate::header_value(&self.headers, name)
     }
 
     pub(crate) fn from_parts(

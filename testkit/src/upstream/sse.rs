@@ -17,10 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::http::plain;
-use super::{
-    bind_loopback, serve_http_connection, spawn_accept_loop, Body, RecordedRequest, RequestLog,
-    ServerTask,
-};
+use super::{bind_loopback, spawn_http_server, Body, RecordedRequest, RequestLog, ServerTask};
 use crate::tls::BoxError;
 
 /// The first event, sent as soon as the response starts.
@@ -52,13 +49,7 @@ impl SseServer {
             gate: Semaphore::new(0),
             second_sent: watch::Sender::new(0),
         });
-        let conn_state = state.clone();
-        let task = spawn_accept_loop(listener, move |stream| {
-            let state = conn_state.clone();
-            async move {
-                serve_http_connection(stream, move |req| handle(req, state.clone())).await;
-            }
-        });
+        let task = spawn_http_server(listener, state.clone(), handle);
         Ok(Self {
             addr,
             state,
