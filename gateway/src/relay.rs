@@ -46,6 +46,7 @@ pub trait Peer: Send {
 /// ends the response (and with it the client connection).
 pub async fn run<P: Peer>(session: &mut Session, mut peer: P) {
     release_idle_body_buffer(session);
+    no_body_read_timeout(session);
     loop {
         tokio::select! {
             from_client = session.read_request_body() => match from_client {
@@ -72,6 +73,13 @@ pub async fn run<P: Peer>(session: &mut Session, mut peer: P) {
             },
         }
     }
+}
+
+/// After a `101` the client's bytes are a WebSocket, not a request body: `server.body_read_timeout`
+/// no longer applies (a browser that only listens may stay silent for hours; liveness is the
+/// endpoints' pings). Used by this relay and by the gateway's own WebSocket endpoints.
+pub fn no_body_read_timeout(session: &mut Session) {
+    session.set_read_timeout(None);
 }
 
 /// Lets an HTTP/1 session read its upgraded body without holding pingora's 64 KiB body buffer

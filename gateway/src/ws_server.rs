@@ -153,6 +153,7 @@ where
 
 /// Copies bytes between the session and the pipe until either side ends.
 async fn pump(session: &mut Session, pipe: DuplexStream) {
+    crate::relay::no_body_read_timeout(session);
     let (mut from_ws, mut to_ws) = tokio::io::split(pipe);
     let mut buf = vec![0u8; 16 * 1024];
     loop {

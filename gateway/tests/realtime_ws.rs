@@ -254,3 +254,24 @@ async fn no_agent_is_agent_001_and_busy_agents_queue_the_task() {
     let r = ws.reply(&id).await;
     assert_eq!(r["data"]["code"], "AGENT_001", "{r}");
 }
+
+/// A browser that only listens sends nothing for longer than `server.body_read_timeout`: that
+/// timeout bounds request bodies, not an upgraded connection, so the socket stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_outlives_body_read_timeout() {
+    let stack = Stack::start(Opts {
+        agents: Vec::new(),
+        server: vec!["body_read_timeout = \"1s\"".into()],
+        ..Opts::default()
+    })
+    .await;
+    let mut ws = stack.ws_user("alice").await;
+    // Silent for well past the 1 s body read timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let id = ws.send("agents:list", serde_json::json!({})).await;
+    let reply = ws.reply(&id).await;
+    assert_eq!(
+        reply["type"], "agents:updated",
+        "reply after silence: {reply}"
+    );
+}

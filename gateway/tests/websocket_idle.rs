@@ -12,13 +12,19 @@ use futures::{SinkExt, StreamExt};
 use testkit::{GatewayProcess, WsEchoServer};
 use tokio_tungstenite::tungstenite::Message;
 
-/// How long a connection stays silent before the next message. Longer than any burst, far
-/// shorter than `server.body_read_timeout` (30 s), which still ends a client silent for longer.
+/// How long a connection stays silent before the next message: longer than any burst.
 const IDLE: Duration = Duration::from_millis(1500);
 
 async fn setup() -> (WsEchoServer, GatewayProcess) {
+    setup_with(&[]).await
+}
+
+/// [`setup`] with extra `[server]` lines.
+async fn setup_with(server: &[&str]) -> (WsEchoServer, GatewayProcess) {
     let ws = WsEchoServer::start().await.expect("ws upstream");
-    let gw = gateway()
+    let gw = server
+        .iter()
+        .fold(gateway(), |b, line| b.server(*line))
         .config(format!(
             "{}{}",
             upstream("echo", &[ws.addr()], ""),
@@ -125,4 +131,22 @@ async fn thousands_of_small_frames_in_one_burst_arrive_in_order() {
             Message::binary(vec![i as u8; 3])
         );
     }
+}
+
+/// `server.body_read_timeout` bounds request bodies, not an upgraded connection: a client that
+/// stays silent for longer keeps its proxied WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_outlives_body_read_timeout() {
+    let (_ws, gw) = setup_with(&["body_read_timeout = \"1s\""]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http_addr()))
+        .await
+        .expect("WebSocket handshake through the gateway");
+    socket.send(Message::text("before")).await.expect("send");
+    assert_eq!(next_message(&mut socket).await, Message::text("before"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    socket
+        .send(Message::text("after"))
+        .await
+        .expect("send after silence");
+    assert_eq!(next_message(&mut socket).await, Message::text("after"));
 }

@@ -95,8 +95,9 @@ async fn open(url: &str, n: usize) -> Vec<Socket> {
             let (mut socket, _) =
                 tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
                     .await
-                    .unwrap_or_else(|_| panic!("handshake {i} timed out"))
-                    .unwrap_or_else(|e| panic!("handshake {i} through the gateway: {e}"));
+                    .map_err(|_| format!("handshake {i} timed out"))
+                    .and_then(|r| r.map_err(|e| format!("handshake {i} through the gateway: {e}")))
+                    .unwrap_or_else(|e| panic!("{e}"));
             let hello = format!("hello {i}");
             socket
                 .send(Message::text(hello.clone()))

@@ -73,6 +73,8 @@ pub struct Opts {
     pub route_plugins: Vec<String>,
     /// Extra config (plugin tables).
     pub extra: String,
+    /// Extra `key = value` lines of `[server]`.
+    pub server: Vec<String>,
 }
 
 impl Default for Opts {
@@ -84,6 +86,7 @@ impl Default for Opts {
             auth: true,
             route_plugins: Vec::new(),
             extra: String::new(),
+            server: Vec::new(),
         }
     }
 }
@@ -133,7 +136,13 @@ impl Stack {
         let gw = AgentHub::new(BIN, &keys)
             .agents(&agents_section)
             .body(&body(&opts))
-            .with(|b| b.env(JWT_SECRET_ENV, JWT_SECRET).threads(2))
+            .with(|b| {
+                opts.server
+                    .iter()
+                    .fold(b.env(JWT_SECRET_ENV, JWT_SECRET).threads(2), |b, line| {
+                        b.server(line.as_str())
+                    })
+            })
             .start()
             .await
             .unwrap_or_else(|e| panic!("gateway starts: {e}"));
