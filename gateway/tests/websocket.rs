@@ -2,8 +2,9 @@
 
 mod common;
 
+use common::ws::{self, next_message};
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use testkit::upstream::ws::{CLOSE_CODE, CLOSE_REASON, CLOSE_TRIGGER};
 use testkit::{GatewayProcess, WsEchoServer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -11,25 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn setup() -> (WsEchoServer, GatewayProcess) {
-    let ws = WsEchoServer::start().await.expect("ws upstream");
-    let gw = start_gateway(format!(
-        "{}{}",
-        upstream("realtime", &[ws.addr()], ""),
-        route("ws", "path = \"/ws\"", "realtime", "")
-    ))
-    .await;
-    (ws, gw)
-}
-
-async fn next_message<S>(socket: &mut S) -> Message
-where
-    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    tokio::time::timeout(WAIT, socket.next())
-        .await
-        .expect("message in time")
-        .expect("connection open")
-        .expect("valid message")
+    ws::echo_gateway(gateway()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

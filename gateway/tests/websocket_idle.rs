@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::{self, next_message};
 use common::*;
 use futures::{SinkExt, StreamExt};
 use testkit::{GatewayProcess, WsEchoServer};
@@ -21,30 +22,7 @@ async fn setup() -> (WsEchoServer, GatewayProcess) {
 
 /// [`setup`] with extra `[server]` lines.
 async fn setup_with(server: &[&str]) -> (WsEchoServer, GatewayProcess) {
-    let ws = WsEchoServer::start().await.expect("ws upstream");
-    let gw = server
-        .iter()
-        .fold(gateway(), |b, line| b.server(*line))
-        .config(format!(
-            "{}{}",
-            upstream("echo", &[ws.addr()], ""),
-            route("ws", "path = \"/ws\"", "echo", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
-    (ws, gw)
-}
-
-async fn next_message<S>(socket: &mut S) -> Message
-where
-    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    tokio::time::timeout(WAIT, socket.next())
-        .await
-        .expect("message in time")
-        .expect("connection open")
-        .expect("valid message")
+    ws::echo_gateway(server.iter().fold(gateway(), |b, line| b.server(*line))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::{SinkExt, StreamExt};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use testkit::WsEchoServer;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -122,17 +121,7 @@ async fn open(url: &str, n: usize) -> Vec<Socket> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_proxied_websocket_costs_at_most_64_kib_of_gateway_memory() {
     raise_fd_limit();
-    let ws = WsEchoServer::start().await.expect("ws upstream");
-    let gw = gateway()
-        .threads(2)
-        .config(format!(
-            "{}{}",
-            upstream("echo", &[ws.addr()], ""),
-            route("ws", "path = \"/ws\"", "echo", "")
-        ))
-        .start()
-        .await
-        .expect("gateway");
+    let (_ws, gw) = common::ws::echo_gateway(gateway().threads(2)).await;
     let url = format!("ws://{}/ws", gw.http_addr());
     let pid = gw.pid();
 

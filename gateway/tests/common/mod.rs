@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod launch;
 pub mod ops;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::time::Duration;
