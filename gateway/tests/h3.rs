@@ -293,6 +293,28 @@ async fn alt_svc_is_one_rule_for_local_and_proxied_answers() {
     client.close().await;
 }
 
+/// A local answer that does not need the request body stops the upload with `H3_NO_ERROR`
+/// (RFC 9114 section 4.1), not quinn's drop code 0, which clients read as a failed request:
+/// a 4 MiB body to `/healthz` cannot all be sent before the answer, so the stop always comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_ends_stops_the_upload_with_h3_no_error() {
+    let echo = EchoServer::start("e6").await.expect("echo");
+    let gw = start_h3(catch_all(&echo)).await;
+    let client = connect(&gw).await;
+    for _ in 0..3 {
+        let body = Bytes::from(vec![b'x'; 4 * 1024 * 1024]);
+        let resp = client
+            .request(Method::GET, "/healthz", &[], body)
+            .await
+            .expect("a complete 200 with its upload stopped without error");
+        assert_eq!(resp.status, 200, "{resp:?}");
+    }
+    // The connection is still good for a proxied request.
+    let resp = client.get("/after").await.expect("h3 after the stops");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    client.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aioquic_client_fetches_through_the_gateway() {
     let echo = EchoServer::start("e5").await.expect("echo");

@@ -45,6 +45,14 @@ impl H3Response {
     }
 }
 
+/// True when `e` is the peer's STOP_SENDING with `H3_NO_ERROR`.
+fn stopped_without_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<h3::error::StreamError>(),
+        Some(h3::error::StreamError::RemoteTerminate { code, .. }) if *code == h3::error::Code::H3_NO_ERROR
+    )
+}
+
 /// One HTTP/3 connection.
 pub struct H3Client {
     endpoint: quinn::Endpoint,
@@ -159,8 +167,10 @@ impl H3Client {
         let (up, down) = tokio::join!(upload, download);
         let resp = down?;
         // The server may answer (an error) before reading the whole body: that is not a failure.
+        // Nor is a server that stops the upload with H3_NO_ERROR after a complete response
+        // (RFC 9114 section 4.1); any other stop of a successful request's upload is.
         if let Err(e) = up {
-            if resp.status.is_success() {
+            if resp.status.is_success() && !stopped_without_error(&*e) {
                 return Err(e);
             }
         }

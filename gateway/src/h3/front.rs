@@ -144,6 +144,16 @@ impl RequestBody {
         self.read(inspect).await
     }
 
+    /// Tells the client to stop sending a body the answer did not need, with `H3_NO_ERROR`
+    /// (RFC 9114 section 4.1: a complete response may precede the end of the request). Without
+    /// it, quinn stops the stream with code 0 when it is dropped, which a client reads as an
+    /// error even though its response was complete.
+    fn stop_unread(&mut self) {
+        if !self.ended {
+            self.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
+    }
+
     /// Request trailers, once the body has ended (not forwarded: pingora's client has no API).
     async fn discard_trailers(&mut self) {
         if self.ended {
@@ -232,6 +242,7 @@ impl H3Front {
         let limits = DownstreamLimits::of(&ctx);
         let mut body = RequestBody::new(recv, limits.body_read_timeout);
         let sent = self.handle(&mut ctx, req, &mut send, &mut body, peer).await;
+        body.stop_unread();
         self.pipeline.finish(&mut ctx, sent.status, sent.bytes);
     }
 
