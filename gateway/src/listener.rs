@@ -98,6 +98,8 @@ pub fn start(
         options.header_read_timeout = Some(limits.header_read_timeout);
         options.h2_idle_timeout = Some(limits.keepalive_timeout);
         app.server_options = Some(options);
+        // One set of upstream pools for every front (the HTTP/3 front uses the same).
+        app.set_client_connector(state.upstream_client().shared_connector());
     }
     service.set_max_connections_per_listener(Some(limits.max_connections));
     service.set_handshake_timeout(limits.header_read_timeout);

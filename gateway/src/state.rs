@@ -271,11 +271,14 @@ impl GatewayState {
         self.realtime.get()
     }
 
-    /// The process's pooled upstream client for the attempts the gateway drives itself (the
-    /// HTTP/3 front), built on first use.
+    /// The process's one pooled upstream client, shared by the pingora front's proxy and the
+    /// HTTP/3 front; built on first use with pools sized for the configured worker threads.
     pub fn upstream_client(&self) -> &crate::engine::client::UpstreamClient {
-        self.upstream_client
-            .get_or_init(crate::engine::client::UpstreamClient::new)
+        self.upstream_client.get_or_init(|| {
+            crate::engine::client::UpstreamClient::new(crate::listener::worker_threads(
+                &self.snapshot(),
+            ))
+        })
     }
 
     /// Counts a request as in flight until the returned token is dropped.

@@ -315,6 +315,62 @@ async fn an_answer_before_the_body_ends_stops_the_upload_with_h3_no_error() {
     client.close().await;
 }
 
+/// Every front shares one set of upstream pools: a keep-alive connection the pingora front
+/// opened for an HTTP/1.1 request is reused by the HTTP/3 front's next request to the same
+/// target (the upstream accepts one connection, not one per front). Five targets, each tried
+/// once: the pingora front returns its connection to the pool just after the client has its
+/// answer, so one try may race it; separate pools could never stay at one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_http3_fronts_share_the_upstream_pools() {
+    let mut echoes = Vec::new();
+    let mut body = String::new();
+    for i in 0..5 {
+        let echo = EchoServer::start(&format!("pool{i}")).await.expect("echo");
+        body.push_str(&upstream(&format!("u{i}"), &[echo.addr()], ""));
+        body.push_str(&route(
+            &format!("r{i}"),
+            &format!("path_prefix = \"/p{i}/\""),
+            &format!("u{i}"),
+            "",
+        ));
+        echoes.push(echo);
+    }
+    let gw = start_h3(body).await;
+    let h1 = http_client();
+    let h3 = connect(&gw).await;
+    let mut shared = 0;
+    for (i, echo) in echoes.iter().enumerate() {
+        let resp = h1
+            .get(gw.http_url(&format!("/p{i}/over-h1")))
+            .send()
+            .await
+            .expect("h1 request");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.bytes().await.map(|_| ()).ok(),
+            Some(()),
+            "h1 body read"
+        );
+        assert_eq!(
+            echo.connections(),
+            1,
+            "target {i}: the first request opens one"
+        );
+        let resp = h3.get(&format!("/p{i}/over-h3")).await.expect("h3 request");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(echo.count(), 2, "target {i}: both requests reached it");
+        if echo.connections() == 1 {
+            shared += 1;
+        }
+    }
+    assert!(
+        shared > 0,
+        "no HTTP/3 request reused the connection of the HTTP/1.1 request before it: {:?}",
+        echoes.iter().map(|e| e.connections()).collect::<Vec<_>>()
+    );
+    h3.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aioquic_client_fetches_through_the_gateway() {
     let echo = EchoServer::start("e5").await.expect("echo");

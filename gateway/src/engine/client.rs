@@ -1,26 +1,29 @@
-//! The gateway's own pooled upstream client: one pingora [`Connector`] (and its connection
-//! pools) per process, used by every attempt the gateway drives itself — today the HTTP/3 front.
+//! The gateway's one pooled upstream client: one pingora [`Connector`] (and its connection
+//! pools) per process, shared by every front. The pingora front's `HttpProxy` is handed this
+//! connector at start (`listener.rs`, through the vendored pingora-proxy's
+//! `set_client_connector`, see vendor/README.md), and the HTTP/3 front's attempts use it
+//! directly: a keep-alive connection opened for an HTTP/1.1 or HTTP/2 request is reused by an
+//! HTTP/3 request to the same target, and the other way round.
 //!
-//! Peers come from the same builder as the pingora front's (`upstream::http_peer`: ALPN, TLS,
-//! SNI, certificate checks, connect/read/write/idle timeouts), so an HTTP/3 request reaches an
-//! upstream exactly as an HTTP/2 one does. The pools are **not** those of the pingora front:
-//! pingora-proxy's `HttpProxy` builds its own `Connector` in a private field and offers no way to
-//! hand it one, so sharing them would take a patch to pingora-proxy. Two pools per target (one
-//! for pingora's proxy, one here) cost at most `upstream_keepalive_pool_size` idle connections
-//! each.
+//! Peers come from one builder (`upstream::PeerIndex`: ALPN, TLS, SNI, certificate checks,
+//! connect/read/write/idle timeouts, built once per target), so the pool key of a target is
+//! the same whichever front asks.
 //!
 //! The WebSocket tunnel does not pool: an upgraded connection is never reusable, and the tunnel
 //! keeps the plain `TcpStream` (see `ws_tunnel.rs`) so the relay can wait on readiness without
 //! holding pingora's per-connection read/write buffers.
 
+use std::sync::Arc;
+
 use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::protocols::http::client::HttpSession;
+use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
 
-/// pingora's HTTP connector with its connection pools, shared by every attempt of the fronts
-/// that drive the engine's loop themselves.
+/// pingora's HTTP connector with its connection pools, shared by every front.
 pub struct UpstreamClient {
-    connector: Connector,
+    connector: Arc<Connector>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -29,19 +32,24 @@ impl std::fmt::Debug for UpstreamClient {
     }
 }
 
-impl Default for UpstreamClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl UpstreamClient {
-    /// A connector with pingora's default pool options (the same defaults pingora's proxy
-    /// takes from `ServerConf`: 128 idle connections per pool).
-    pub fn new() -> Self {
+    /// A connector with the options pingora's proxy would take from a `ServerConf` with
+    /// `threads` workers (`upstream_keepalive_pool_size` = 128 idle connections per worker).
+    pub fn new(threads: usize) -> Self {
+        let conf = ServerConf {
+            threads: threads.max(1),
+            ..ServerConf::default()
+        };
         UpstreamClient {
-            connector: Connector::new(None),
+            connector: Arc::new(Connector::new(Some(ConnectorOptions::from_server_conf(
+                &conf,
+            )))),
         }
+    }
+
+    /// The connector itself, for the pingora front's proxy to share.
+    pub fn shared_connector(&self) -> Arc<Connector> {
+        Arc::clone(&self.connector)
     }
 
     /// A pooled (or new) session to `peer`, and whether it was reused from the pool. Errors are

@@ -20,6 +20,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,7 @@ pub struct EchoServer {
     name: String,
     log: RequestLog,
     cert: Option<SelfSigned>,
+    connections: Arc<AtomicU64>,
     _task: ServerTask,
 }
 
@@ -74,12 +76,21 @@ impl EchoServer {
             tls: false,
             log: log.clone(),
         });
-        let task = spawn_http_server(listener, ctx, handle);
+        let connections = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::clone(&connections);
+        let task = spawn_accept_loop(listener, move |stream| {
+            accepted.fetch_add(1, Ordering::Relaxed);
+            let ctx = ctx.clone();
+            async move {
+                serve_http_connection(stream, move |req| handle(req, ctx.clone())).await;
+            }
+        });
         Ok(Self {
             addr,
             name: name.to_string(),
             log,
             cert: None,
+            connections,
             _task: task,
         })
     }
@@ -96,7 +107,10 @@ impl EchoServer {
             tls: true,
             log: log.clone(),
         });
+        let connections = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::clone(&connections);
         let task = spawn_accept_loop(listener, move |stream| {
+            accepted.fetch_add(1, Ordering::Relaxed);
             let ctx = ctx.clone();
             let acceptor = acceptor.clone();
             async move {
@@ -111,6 +125,7 @@ impl EchoServer {
             name: name.to_string(),
             log,
             cert: Some(cert),
+            connections,
             _task: task,
         })
     }
@@ -134,6 +149,11 @@ impl EchoServer {
     /// Number of requests received so far.
     pub fn count(&self) -> u64 {
         self.log.count()
+    }
+
+    /// Number of TCP connections accepted so far (a pooled keep-alive connection counts once).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The request log (awaitable counter and recorded requests).
