@@ -32,8 +32,8 @@ use hyper::{Request, Response, StatusCode};
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    bind_loopback, serve_http_connection, spawn_accept_loop, spawn_http_server, version_str, Body,
-    RecordedRequest, RequestLog, ServerTask,
+    bind_loopback, serve_http_connection, spawn_accept_loop, version_str, Body, RecordedRequest,
+    RequestLog, ServerTask,
 };
 use crate::tls::{self, BoxError, SelfSigned};
 
