@@ -32,7 +32,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::engine::respond::{self, LocalWriter};
 use crate::engine::{self, DownstreamLimits, Replay, Stage, Verdict};
 use crate::error::GatewayError;
-use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme, Upgrade};
+use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme, Upgrade, ADDED_REQUEST_HEADERS};
 use crate::upstream::http_peer;
 use crate::ws_tunnel;
 
@@ -259,9 +259,13 @@ impl ProxyHttp for PingoraFront {
                 return Ok(true);
             }
         }
+        let req = session.req_header_mut();
+        // One growth of the header maps (values and, for HTTP/1, spellings) for everything the
+        // pipeline adds, instead of one per crossed capacity.
+        req.reserve_headers(ADDED_REQUEST_HEADERS);
         let result = self
             .pipeline
-            .on_request(ctx, &mut PingoraRequestHeaders(session.req_header_mut()));
+            .on_request(ctx, &mut PingoraRequestHeaders(req));
         if let Err(e) = result {
             write_error(session, &self.pipeline, ctx, e).await?;
             return Ok(true);
