@@ -84,7 +84,7 @@ impl RequestIdentity {
         tp[35] = b'-';
         tp[52] = b'-';
         match headers
-            .get(TRACEPARENT)
+            .get(TRACEPARENT_NAME)
             .and_then(|v| valid_traceparent(v.as_bytes()))
         {
             Some((trace, flags)) => {
@@ -100,7 +100,7 @@ impl RequestIdentity {
         put_hex(&mut tp[36..52], nonzero_u64());
         let traceparent = HeaderValue::from_bytes(&tp).unwrap_or(HeaderValue::from_static(""));
         let request_id = headers
-            .get(X_REQUEST_ID)
+            .get(X_REQUEST_ID_NAME)
             .filter(|v| valid_request_id(v.as_bytes()))
             .cloned()
             .unwrap_or_else(|| {
