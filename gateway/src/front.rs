@@ -343,7 +343,11 @@ impl ProxyHttp for PingoraFront {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let authority = upstream_request.uri.authority().cloned();
+        // Only needed (and copied) when the request has no `Host` (HTTP/2 clients).
+        let authority = match upstream_request.headers.get(http::header::HOST) {
+            Some(_) => None,
+            None => upstream_request.uri.authority().cloned(),
+        };
         if let Some(path) = self.pipeline.upstream_path(ctx) {
             let uri = http::Uri::builder()
                 .path_and_query(path)
@@ -351,10 +355,8 @@ impl ProxyHttp for PingoraFront {
                 .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewritten path", e))?;
             upstream_request.set_uri(uri);
         }
-        if upstream_request.headers.get(http::header::HOST).is_none() {
-            if let Some(auth) = authority {
-                upstream_request.insert_header(http::header::HOST, auth.as_str())?;
-            }
+        if let Some(auth) = authority {
+            upstream_request.insert_header(http::header::HOST, auth.as_str())?;
         }
         Ok(())
     }
