@@ -32,7 +32,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::engine::respond::{self, LocalWriter};
 use crate::engine::{self, DownstreamLimits, Replay, Stage, Verdict};
 use crate::error::GatewayError;
-use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme, Upgrade};
+use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme, Upgrade, ADDED_REQUEST_HEADERS};
 use crate::upstream::http_peer;
 use crate::ws_tunnel;
 
@@ -259,9 +259,13 @@ impl ProxyHttp for PingoraFront {
                 return Ok(true);
             }
         }
+        let req = session.req_header_mut();
+        // One growth of the header maps (values and, for HTTP/1, spellings) for everything the
+        // pipeline adds, instead of one per crossed capacity.
+        req.reserve_headers(ADDED_REQUEST_HEADERS);
         let result = self
             .pipeline
-            .on_request(ctx, &mut PingoraRequestHeaders(session.req_header_mut()));
+            .on_request(ctx, &mut PingoraRequestHeaders(req));
         if let Err(e) = result {
             write_error(session, &self.pipeline, ctx, e).await?;
             return Ok(true);
@@ -339,7 +343,11 @@ impl ProxyHttp for PingoraFront {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let authority = upstream_request.uri.authority().cloned();
+        // Only needed (and copied) when the request has no `Host` (HTTP/2 clients).
+        let authority = match upstream_request.headers.get(http::header::HOST) {
+            Some(_) => None,
+            None => upstream_request.uri.authority().cloned(),
+        };
         if let Some(path) = self.pipeline.upstream_path(ctx) {
             let uri = http::Uri::builder()
                 .path_and_query(path)
@@ -347,10 +355,8 @@ impl ProxyHttp for PingoraFront {
                 .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewritten path", e))?;
             upstream_request.set_uri(uri);
         }
-        if upstream_request.headers.get(http::header::HOST).is_none() {
-            if let Some(auth) = authority {
-                upstream_request.insert_header(http::header::HOST, auth.as_str())?;
-            }
+        if let Some(auth) = authority {
+            upstream_request.insert_header(http::header::HOST, auth.as_str())?;
         }
         Ok(())
     }

@@ -64,6 +64,10 @@ impl Protocol {
     }
 }
 
+/// How many headers [`Pipeline::on_request`] adds at most without plugins (`x-request-id`,
+/// `traceparent`, `X-Forwarded-For`, `-Proto`, `-Host`): fronts reserve room for them once.
+pub const ADDED_REQUEST_HEADERS: usize = 5;
+
 /// The target chosen for one attempt.
 #[derive(Debug, Clone)]
 pub struct Picked {
@@ -317,7 +321,7 @@ impl Pipeline {
             ctx.peer,
             &ctx.snapshot.server.trusted_proxies,
             ctx.scheme,
-            ctx.host.as_ref().and_then(|h| h.to_str().ok()),
+            ctx.host.as_ref(),
         );
         Ok(())
     }

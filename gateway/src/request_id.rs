@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 /// Header carrying the request id.
@@ -84,7 +85,7 @@ impl RequestIdentity {
         tp[35] = b'-';
         tp[52] = b'-';
         match headers
-            .get(TRACEPARENT)
+            .get(TRACEPARENT_NAME)
             .and_then(|v| valid_traceparent(v.as_bytes()))
         {
             Some((trace, flags)) => {
@@ -98,13 +99,19 @@ impl RequestIdentity {
             }
         }
         put_hex(&mut tp[36..52], nonzero_u64());
-        let traceparent = HeaderValue::from_bytes(&tp).unwrap_or(HeaderValue::from_static(""));
+        // One shared buffer for both values: a generated request id is the trace id inside it,
+        // and every later copy of either value (upstream headers, response, access log) is a
+        // reference count, not an allocation.
+        let shared = Bytes::from_owner(tp);
+        let traceparent =
+            HeaderValue::from_maybe_shared(shared.clone()).unwrap_or(HeaderValue::from_static(""));
         let request_id = headers
-            .get(X_REQUEST_ID)
+            .get(X_REQUEST_ID_NAME)
             .filter(|v| valid_request_id(v.as_bytes()))
             .cloned()
             .unwrap_or_else(|| {
-                HeaderValue::from_bytes(&tp[3..35]).unwrap_or(HeaderValue::from_static(""))
+                HeaderValue::from_maybe_shared(shared.slice(3..35))
+                    .unwrap_or(HeaderValue::from_static(""))
             });
         RequestIdentity {
             request_id,

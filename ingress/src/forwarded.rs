@@ -45,17 +45,18 @@ impl Scheme {
     }
 }
 
-/// Rewrites the forwarding headers of a request from `peer` (see the module doc).
+/// Rewrites the forwarding headers of a request from `peer` (see the module doc). `host` is the
+/// host the client asked for; a value that is not visible ASCII is not forwarded.
 pub fn set_forwarded(
     headers: &mut dyn HeaderOps,
     peer: Option<IpAddr>,
     trusted: &TrustedProxies,
     scheme: Scheme,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
 ) {
     let peer = peer.map(canonical);
     let from_proxy = peer.is_some_and(|p| trusted.contains(p));
-    let peer_text = peer.map(|p| p.to_string());
+    let peer_text = peer.map(ip_text);
     let chain = if from_proxy {
         headers.as_map().and_then(|m| {
             let mut joined: Vec<u8> = Vec::new();
@@ -78,7 +79,7 @@ pub fn set_forwarded(
     let xff = match (chain, peer_text) {
         (Some(mut chain), Some(p)) => {
             chain.extend_from_slice(b", ");
-            chain.extend_from_slice(p.as_bytes());
+            chain.extend_from_slice(&p);
             HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
         }
         (None, Some(p)) => HeaderValue::from_maybe_shared(Bytes::from(p)).ok(),
@@ -93,10 +94,35 @@ pub fn set_forwarded(
         headers.set(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
     }
     if !keep(headers, &X_FORWARDED_HOST) {
-        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            Some(v) => headers.set(X_FORWARDED_HOST, v),
+        // The client's `Host` value is shared, not copied.
+        match host.filter(|h| h.to_str().is_ok()) {
+            Some(v) => headers.set(X_FORWARDED_HOST, v.clone()),
             None => headers.remove(&X_FORWARDED_HOST),
         }
+    }
+}
+
+/// The address as `X-Forwarded-For` spells it (`Display`), written without the formatter for
+/// IPv4, the common case on the request path.
+fn ip_text(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = Vec::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+            out
+        }
+        IpAddr::V6(_) => ip.to_string().into_bytes(),
     }
 }
 
@@ -127,7 +153,7 @@ mod tests {
             peer,
             &trusted(&["10.0.0.0/8"]),
             Scheme::Http,
-            Some("api.example:8080"),
+            Some(&HeaderValue::from_static("api.example:8080")),
         );
         assert_eq!(get(&h, &X_FORWARDED_FOR).as_deref(), Some("203.0.113.5"));
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
@@ -159,7 +185,7 @@ mod tests {
             peer,
             &trusted(&["10.0.0.0/8"]),
             Scheme::Http,
-            Some("a.example"),
+            Some(&HeaderValue::from_static("a.example")),
         );
         assert_eq!(
             get(&h, &X_FORWARDED_FOR).as_deref(),
@@ -170,6 +196,39 @@ mod tests {
         let mut h = HeaderMap::new();
         set_forwarded(&mut h, peer, &trusted(&["10.0.0.0/8"]), Scheme::Http, None);
         assert_eq!(get(&h, &X_FORWARDED_FOR).as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn ip_text_spells_addresses_like_display() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.255",
+            "127.0.0.1",
+            "2001:db8::3",
+            "::1",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(ip_text(ip), ip.to_string().into_bytes(), "{ip}");
+        }
+        for a in [0u8, 9, 10, 99, 100, 199, 200, 255] {
+            let ip = IpAddr::from([a, 255 - a, a / 2, 7]);
+            assert_eq!(ip_text(ip), ip.to_string().into_bytes(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn host_that_is_not_visible_ascii_is_not_forwarded() {
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_bytes(b"h\xd2st").expect("obs-text is allowed");
+        set_forwarded(
+            &mut h,
+            "1.2.3.4".parse().ok(),
+            &TrustedProxies::default(),
+            Scheme::Http,
+            Some(&host),
+        );
+        assert!(h.get(X_FORWARDED_HOST).is_none());
     }
 
     /// Fuzz finding (http1_head, bench/RESULTS.md): a trusted proxy's chain may hold obs-text

@@ -103,7 +103,9 @@ pub fn check_head(bytes: &[u8], peer: IpAddr, trust_peer: bool) -> Option<Checke
         Some(peer),
         &trusted,
         Scheme::Http,
-        host.as_deref(),
+        host.as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok())
+            .as_ref(),
     );
     let xff: Vec<&HeaderValue> = upstream.get_all(X_FORWARDED_FOR).iter().collect();
     assert_eq!(xff.len(), 1, "one X-Forwarded-For line");

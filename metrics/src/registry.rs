@@ -14,6 +14,8 @@
 //!
 //! **Memory.** Histograms are created lazily and auto-resize to the largest value seen: with
 //! 3 significant digits a series whose latencies stay under 100 ms holds ≈ 7 × 1024 counters.
+//! Each shard has two sets (the one recorded into and the one emptied at the last rotation), so a
+//! rotation never makes the request path allocate or resize.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -229,6 +231,9 @@ struct Names {
 pub struct Registry {
     names: RwLock<Names>,
     shards: Box<[Mutex<Shard>]>,
+    /// Per shard, the histograms swapped out at the last rotation, emptied: the next rotation
+    /// swaps them in (see [`Registry::rotate`]). Their lock also serializes rotations of a shard.
+    spares: Box<[Mutex<Shard>]>,
     central: Mutex<Central>,
     start: Instant,
     slot: Duration,
@@ -269,6 +274,7 @@ impl Registry {
         Registry {
             names: RwLock::new(Names::default()),
             shards: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            spares: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             central: Mutex::new(Central::default()),
             start: Instant::now(),
             slot: slot.max(Duration::from_millis(1)),
@@ -370,9 +376,14 @@ impl Registry {
         if central.slots.back().is_none_or(|(i, _)| *i != idx) {
             central.slots.push_back((idx, Vec::new()));
         }
-        for shard in self.shards.iter() {
-            let taken = std::mem::take(&mut *lock(shard));
-            for (i, h) in taken.into_iter().enumerate() {
+        for (shard, spare) in self.shards.iter().zip(self.spares.iter()) {
+            // Double buffering: the shard's lock is held only for a swap with the set emptied at
+            // the last rotation, so a worker never waits for the merge, and it records into
+            // histograms already grown to the series' range (no allocation, no resize on the
+            // request path once every series has been seen twice).
+            let mut taken = lock(spare);
+            std::mem::swap(&mut *lock(shard), &mut *taken);
+            for (i, h) in taken.iter_mut().enumerate() {
                 let Some(h) = h else { continue };
                 if h.is_empty() {
                     continue;
@@ -381,13 +392,15 @@ impl Registry {
                 if central.totals.len() <= i {
                     central.totals.resize_with(i + 1, || None);
                 }
-                add_into(&mut central.totals[i], &h);
+                add_into(&mut central.totals[i], h);
                 if let Some((_, slot)) = central.slots.back_mut() {
                     if slot.len() <= i {
                         slot.resize_with(i + 1, || None);
                     }
-                    add_into(&mut slot[i], &h);
+                    add_into(&mut slot[i], h);
                 }
+                // Emptied here, off the worker, for the next swap.
+                h.reset();
             }
         }
     }
@@ -481,6 +494,28 @@ mod tests {
         assert!((499..=501).contains(&s.p50), "{s:?}");
         assert!((989..=991).contains(&s.p99), "{s:?}");
         assert_eq!(s.max, 1000);
+    }
+
+    #[test]
+    fn rotations_reuse_grown_histograms_and_lose_nothing() {
+        let r = Registry::new(1);
+        let a = r.intern(key("a"));
+        r.record(&[a], 50_000);
+        r.rotate(Instant::now());
+        r.record(&[a], 7);
+        r.rotate(Instant::now());
+        {
+            // The histogram of the first rotation, emptied, is recorded into again.
+            let shard = lock(&r.shards[0]);
+            let h = shard[a.0 as usize].as_ref().expect("swapped back in");
+            assert!(h.is_empty());
+            assert!(h.high() >= 50_000, "kept its range: {}", h.high());
+        }
+        r.record(&[a], 9);
+        let s = Summary::of(&r.histogram(a, Window::Total, Instant::now()));
+        assert_eq!(s.count, 3);
+        // 3 significant digits: the maximum is reported within its bucket.
+        assert!((50_000..=50_100).contains(&s.max), "{s:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `TIMESTAMP  INFO access: key=value ...`.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::AccessLine;
@@ -31,6 +32,8 @@ pub(super) fn line(out: &mut Vec<u8>, format: LineFormat, at: SystemTime, r: &Ac
     let duration_us = r.duration.as_micros() as u64;
     match format {
         LineFormat::Json => {
+            // Written by hand, not through `fmt`: this runs once per request on the writer
+            // thread, which shares the workers' CPU.
             out.extend_from_slice(b"{\"timestamp\":\"");
             timestamp(out, at);
             out.extend_from_slice(b"\",\"level\":\"INFO\",\"log\":\"access\",\"request_id\":");
@@ -48,16 +51,16 @@ pub(super) fn line(out: &mut Vec<u8>, format: LineFormat, at: SystemTime, r: &Ac
             out.extend_from_slice(b",\"target\":\"");
             match r.target {
                 // An address has nothing to escape.
-                Some(a) => {
-                    let _ = write!(out, "{a}");
-                }
+                Some(a) => socket_addr(out, a),
                 None => out.push(b'-'),
             }
-            let _ = write!(
-                out,
-                "\",\"status\":{},\"bytes\":{},\"duration_us\":{duration_us},\"error\":",
-                r.status, r.bytes
-            );
+            out.extend_from_slice(b"\",\"status\":");
+            decimal(out, u64::from(r.status));
+            out.extend_from_slice(b",\"bytes\":");
+            decimal(out, r.bytes as u64);
+            out.extend_from_slice(b",\"duration_us\":");
+            decimal(out, duration_us);
+            out.extend_from_slice(b",\"error\":");
             json_str(out, r.error);
             out.extend_from_slice(b"}\n");
         }
@@ -88,26 +91,102 @@ pub(super) fn line(out: &mut Vec<u8>, format: LineFormat, at: SystemTime, r: &Ac
 
 /// A JSON string literal (quotes and escapes included).
 fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Most fields are printable ASCII without quotes or backslashes: copied as they are.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     if serde_json::to_writer(&mut *out, s).is_err() {
         // Writing a `str` into a `Vec` cannot fail; keep the line valid regardless.
         out.extend_from_slice(b"\"\"");
     }
 }
 
+/// `n` in decimal.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// `n` in decimal with at least `width` digits (zero-padded).
+fn padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits)));
+    decimal(out, n);
+}
+
+/// `ip:port` as `SocketAddr`'s `Display` writes it (IPv4 by hand, IPv6 through `fmt`).
+fn socket_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                decimal(out, u64::from(octet));
+            }
+            out.push(b':');
+            decimal(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+thread_local! {
+    /// The last second formatted (`YYYY-MM-DDTHH:MM:SS`): lines of the same second reuse it.
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (UTC), as the process logger writes it.
 pub(super) fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    let (cached, mut text) = SECOND.get();
+    if cached != secs {
+        let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        let mut w = Vec::with_capacity(19);
+        padded(&mut w, y.max(0) as u64, 4);
+        w.push(b'-');
+        padded(&mut w, u64::from(m), 2);
+        w.push(b'-');
+        padded(&mut w, u64::from(d), 2);
+        w.push(b'T');
+        padded(&mut w, rem / 3600, 2);
+        w.push(b':');
+        padded(&mut w, rem / 60 % 60, 2);
+        w.push(b':');
+        padded(&mut w, rem % 60, 2);
+        // Years past 9999 do not fit the cache; write them without it.
+        if w.len() != text.len() {
+            out.extend_from_slice(&w);
+            out.push(b'.');
+            padded(out, u64::from(since.subsec_micros()), 6);
+            out.push(b'Z');
+            return;
+        }
+        text.copy_from_slice(&w);
+        SECOND.set((secs, text));
+    }
+    out.extend_from_slice(&text);
+    out.push(b'.');
+    padded(out, u64::from(since.subsec_micros()), 6);
+    out.push(b'Z');
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar (Howard
@@ -160,6 +239,46 @@ mod tests {
         // 2024-02-29 (leap day) 00:00:00
         timestamp(&mut out, UNIX_EPOCH + Duration::from_secs(1_709_164_800));
         assert_eq!(out, b"2024-02-29T00:00:00.000000Z");
+        // The same second again (from the per-second cache), then the next one.
+        out.clear();
+        timestamp(
+            &mut out,
+            UNIX_EPOCH + Duration::new(1_709_164_800, 999_999_000),
+        );
+        assert_eq!(out, b"2024-02-29T00:00:00.999999Z");
+        out.clear();
+        timestamp(&mut out, UNIX_EPOCH + Duration::from_secs(1_709_164_801));
+        assert_eq!(out, b"2024-02-29T00:00:01.000000Z");
+    }
+
+    #[test]
+    fn numbers_and_addresses_match_display() {
+        for n in [0u64, 7, 10, 99, 100, 65_535, u64::MAX] {
+            let mut out = Vec::new();
+            decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+        for a in [
+            "127.0.0.1:9000",
+            "0.0.0.0:0",
+            "255.10.0.1:65535",
+            "[::1]:443",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut out = Vec::new();
+            socket_addr(&mut out, a);
+            assert_eq!(out, a.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_only_what_they_must() {
+        for s in ["plain/path", "a\"b", "back\\slash", "tab\t", "\u{e9}", ""] {
+            let mut out = Vec::new();
+            json_str(&mut out, s);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, s);
+        }
     }
 
     #[test]

@@ -260,8 +260,9 @@ impl TransportConnector {
                         let mut stream = l.into_inner();
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
+                        // ORCHESTRA PATCH (no getpeername per reuse): see `pooled_stream_matches`.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if pooled_stream_matches(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -470,6 +471,25 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+/// ORCHESTRA PATCH (no getpeername per reuse): whether a pooled stream goes to `peer`.
+///
+/// A stream this connector opened carries the address it dialed in its socket digest (set at
+/// connect time, see `l4::connect`): when that is the peer's address the stream is the peer's,
+/// and no `getpeername(2)` is needed — pingora made that system call on every reuse, i.e. once
+/// per proxied request on a keep-alive pool. Any other stream (no digest, another address)
+/// goes through [`Peer::matches_fd`] as before. A connection the peer closed while idle is
+/// still caught by [`test_reusable_stream`], which follows.
+#[cfg(unix)]
+fn pooled_stream_matches<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    let dialed = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr.get().cloned().flatten());
+    if dialed.as_ref() == Some(peer.address()) {
+        return true;
+    }
+    peer.matches_fd(stream.id())
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
