@@ -26,4 +26,4 @@ pub mod report;
 pub mod size;
 pub mod values;
 
-pub use found::{Found, Problem};
+pub use found::{Found, FromFound, Problem};
