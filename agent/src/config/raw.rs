@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use orchestra_config_core::read;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use orchestra_config_core::read::typed_in as typed;
