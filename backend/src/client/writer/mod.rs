@@ -207,13 +207,13 @@ impl Writer {
         let Some(front) = self.pending.front() else {
             return Next::Idle;
         };
-        if front.events().is_none() {
+        if front.op.events().is_none() {
             return Next::Op;
         }
         let mut ops = 0;
         let mut events = 0;
         for p in &self.pending {
-            let Some((_, e)) = p.events() else {
+            let Some((_, e)) = p.op.events() else {
                 // Another kind of write follows: the batch goes now, order is kept.
                 return Next::Events(ops);
             };
