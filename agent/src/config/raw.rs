@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use orchestra_config_core::read;
-use serde::Deserialize;
-
-use orchestra_config_core::read::typed_in as typed;
+use orchestra_config_core::read::{self, typed_in as typed};
 use orchestra_config_core::Problem;
+use serde::Deserialize;
 
 use super::error::ConfigError;
 pub(crate) use orchestra_config_core::keypath::{join, key};
