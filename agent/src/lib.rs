@@ -14,12 +14,10 @@
 //! | [`session`] | one connection: register ([`auth`]), heartbeats ([`system`]), ping, assignments, resumes |
 //! | [`transport`] | QUIC and WebSocket behind one stream interface; [`tls`] trust |
 //! | [`tasks`] | the task table, each task's actor, process, output mapping and held events |
-//! | [`logging`] | JSON or text log lines on stderr |
 
 pub mod auth;
 pub mod backoff;
 pub mod config;
-pub mod logging;
 pub mod session;
 pub mod supervisor;
 pub mod system;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use orchestra_agent::config::{self, Overrides};
-use orchestra_agent::logging::{self, LogFormat};
 use orchestra_agent::supervisor;
+use orchestra_logging::LogFormat;
 
 /// The agent of AI Orchestra's worker machines: dials the gateway, runs the tasks it assigns
 /// and streams their output back.
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config, &overrides),
         Command::Run => {
-            logging::init(cli.log_format);
+            orchestra_logging::init(cli.log_format, orchestra_logging::DEFAULT_FILTER);
             run(&cli.config, &overrides)
         }
     }
@@ -89,10 +89,7 @@ fn check(path: &std::path::Path, overrides: &Overrides) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            orchestra_config_core::report::print_errors(path, &errors.0);
             ExitCode::FAILURE
         }
     }

@@ -14,7 +14,10 @@
 //! it through the same client.
 
 pub mod client;
-pub mod logging;
 pub mod model;
 pub mod server;
 pub mod store;
+
+/// The log filter of the backend's binaries when `RUST_LOG` is unset: `info`, with sqlx's
+/// per-statement lines at `warn` and above only.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use orchestra_backend::logging::{self, LogFormat};
 use orchestra_backend::server;
 use orchestra_backend::store::Store;
+use orchestra_logging::LogFormat;
 
 /// The persistence service of Orchestra Gateway: agents, sessions, tasks and task events over
 /// HTTP/JSON, stored in SQLite or PostgreSQL.
@@ -35,7 +35,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    orchestra_logging::init(cli.log_format, orchestra_backend::DEFAULT_LOG_FILTER);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("orchestra-backend")

@@ -302,6 +302,16 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The task and events of an [`WriteOp::AppendEvents`]; `None` for any other write.
+    pub fn events(&self) -> Option<(&str, &[NewEvent])> {
+        match self {
+            WriteOp::AppendEvents { task_id, events } => Some((task_id, events)),
+            _ => None,
+        }
+    }
+}
+
 /// One event of a bulk append (`POST /v1/events`, an extension of SPEC): like [`NewEvent`] with
 /// its task id, so that one request carries consecutive appends of several tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use orchestra_backend::client::{BackendClient, ClientConfig, ClientError, Persisted};
-use orchestra_backend::model::{NewEvent, NewSession, NewTask, TaskPatch, TaskState, WriteOp};
+use orchestra_backend::model::{NewEvent, NewSession, TaskPatch, TaskState, WriteOp};
 
 /// A client with a quick breaker, so tests see the backend come back within ~200 ms.
 fn config(url: &str, spool: &std::path::Path) -> ClientConfig {
@@ -35,16 +35,7 @@ async fn create_task(client: &BackendClient, session: &str, task: &str) {
         .await
         .expect("session durable");
     client
-        .write(WriteOp::CreateTask(NewTask {
-            id: Some(task.into()),
-            session_id: session.into(),
-            tool: "custom".into(),
-            prompt: "p".into(),
-            cwd: None,
-            requires: vec![],
-            priority: 0,
-            agent_id: None,
-        }))
+        .write(WriteOp::CreateTask(common::custom_task(task, session)))
         .await
         .expect("task durable");
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orchestra_backend::client::{BackendClient, ClientConfig, Persisted};
-use orchestra_backend::model::{NewEvent, NewSession, NewTask, WriteOp};
+use orchestra_backend::model::{NewEvent, NewSession, WriteOp};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -57,16 +57,7 @@ async fn corrupt_spool_records_are_logged_and_skipped_never_a_panic() {
                 id: Some("s".into()),
                 owner: "o".into(),
             })),
-            client.write(WriteOp::CreateTask(NewTask {
-                id: Some("t".into()),
-                session_id: "s".into(),
-                tool: "custom".into(),
-                prompt: "p".into(),
-                cwd: None,
-                requires: vec![],
-                priority: 0,
-                agent_id: None,
-            })),
+            client.write(WriteOp::CreateTask(common::custom_task("t", "s"))),
         ];
         for seq in 1..=10 {
             all.push(client.append_events("t", vec![event(seq)]));

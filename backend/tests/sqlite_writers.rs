@@ -78,12 +78,7 @@ async fn ten_concurrent_writers_never_see_database_is_locked() {
             .json()
             .await
             .expect("json");
-        let seqs: Vec<u64> = v["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| e["seq"].as_u64().expect("seq"))
-            .collect();
+        let seqs = common::event_seqs(&v);
         assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
     }
     let stderr = db.backend.stderr();

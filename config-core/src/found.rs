@@ -1,7 +1,9 @@
 //! A problem found in a config file, at its key path.
 
-/// What is wrong at a key path (the variants every config file shares; each crate maps them onto
-/// its own error kind).
+use std::fmt;
+
+/// What is wrong at a key path (the variants every config file shares; each crate's error kind
+/// holds one, and adds its own). Its `Display` is the message after `FILE: KEY_PATH: `.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// The text is not valid TOML.
@@ -27,6 +29,21 @@ pub enum Problem {
         /// Why it is rejected and what is expected.
         reason: String,
     },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Syntax {
+                line,
+                column,
+                message,
+            } => write!(f, "line {line}, column {column}: {message}"),
+            Problem::UnknownKey => write!(f, "unknown key"),
+            Problem::Shape { message } => write!(f, "{message}"),
+            Problem::Invalid { value, reason } => write!(f, "invalid value {value:?}: {reason}"),
+        }
+    }
 }
 
 /// One problem and the key path where it was found (empty for the whole document).
@@ -61,4 +78,11 @@ impl Found {
             },
         )
     }
+}
+
+/// A config reader's own error type, built from a problem found in `file` (what
+/// [`crate::read::typed_in`] pushes).
+pub trait FromFound {
+    /// The error for `found` in `file`.
+    fn from_found(file: &str, found: Found) -> Self;
 }

@@ -12,7 +12,8 @@
 //! - [`keypath`]: how key paths are written (`routes[2].match.host`, `plugins."my plugin".rate`);
 //! - [`values`]: checks of values written as strings, each reporting at its key path (durations,
 //!   byte sizes, header names and values);
-//! - [`duration`] and [`size`]: the grammar of `250ms` and `64KiB`.
+//! - [`duration`] and [`size`]: the grammar of `250ms` and `64KiB`;
+//! - [`report`]: how a `check` command prints the errors of a config it rejects.
 //!
 //! It sits below `orchestra-plugins` and `orchestra-config` (which depends on the plugins for
 //! their types), so that both, and the agent, share one implementation without a cycle.
@@ -21,7 +22,8 @@ pub mod duration;
 mod found;
 pub mod keypath;
 pub mod read;
+pub mod report;
 pub mod size;
 pub mod values;
 
-pub use found::{Found, Problem};
+pub use found::{Found, FromFound, Problem};

@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::keypath::{join, key};
-use crate::{Found, Problem};
+use crate::{Found, FromFound, Problem};
 
 /// Parses a whole document; a syntax error is reported at the empty key path with its line and
 /// column.
@@ -70,6 +70,16 @@ pub fn typed_into<T: DeserializeOwned, E>(
     let out = typed(value, prefix, &mut found);
     errors.extend(found.into_iter().map(into));
     out
+}
+
+/// [`typed`] for a reader whose errors name the file: each problem becomes an `E` of `file`.
+pub fn typed_in<T: DeserializeOwned>(
+    value: toml::Value,
+    prefix: &str,
+    file: &str,
+    errors: &mut Vec<impl FromFound>,
+) -> Option<T> {
+    typed_into(value, prefix, errors, |f| FromFound::from_found(file, f))
 }
 
 fn render(path: &serde_ignored::Path<'_>) -> String {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use orchestra_config_core::{values, Found};
+use orchestra_config_core::{values, Found, Problem};
 use orchestra_plugins::registry;
 
 use crate::parse::key;
@@ -45,10 +45,11 @@ impl Compiler<'_> {
     ) {
         self.err(
             path,
-            ErrorKind::Invalid {
+            Problem::Invalid {
                 value: value.to_string(),
                 reason: reason.into(),
-            },
+            }
+            .into(),
         );
     }
 

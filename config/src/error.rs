@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use orchestra_config_core::{Found, Problem};
+use orchestra_config_core::{Found, FromFound, Problem};
 
 /// What is wrong at a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,29 +12,9 @@ pub enum ErrorKind {
         /// The operating system's reason.
         reason: String,
     },
-    /// The text is not valid TOML.
-    Syntax {
-        /// 1-based line of the problem.
-        line: usize,
-        /// 1-based column of the problem.
-        column: usize,
-        /// The parser's message.
-        message: String,
-    },
-    /// A key the schema does not know (typo, or a key of another section).
-    UnknownKey,
-    /// The value has the wrong type or shape, or a required key is missing.
-    Shape {
-        /// The deserializer's description.
-        message: String,
-    },
-    /// The value has the right type but is not acceptable.
-    Invalid {
-        /// The offending value as written.
-        value: String,
-        /// Why it is rejected and what is expected.
-        reason: String,
-    },
+    /// What every config file can get wrong: syntax, an unknown key, a wrong type or shape (or
+    /// a required key missing), an unacceptable value.
+    Problem(Problem),
     /// A name is defined twice.
     Duplicate {
         /// What kind of thing (`upstream`, `route`).
@@ -90,20 +70,13 @@ impl ConfigError {
 
 impl From<Problem> for ErrorKind {
     fn from(p: Problem) -> Self {
-        match p {
-            Problem::Syntax {
-                line,
-                column,
-                message,
-            } => ErrorKind::Syntax {
-                line,
-                column,
-                message,
-            },
-            Problem::UnknownKey => ErrorKind::UnknownKey,
-            Problem::Shape { message } => ErrorKind::Shape { message },
-            Problem::Invalid { value, reason } => ErrorKind::Invalid { value, reason },
-        }
+        ErrorKind::Problem(p)
+    }
+}
+
+impl FromFound for ConfigError {
+    fn from_found(file: &str, found: Found) -> Self {
+        ConfigError::found(file, found)
     }
 }
 
@@ -115,14 +88,7 @@ impl fmt::Display for ConfigError {
         }
         match &self.kind {
             ErrorKind::Io { reason } => write!(f, "cannot read config file: {reason}"),
-            ErrorKind::Syntax {
-                line,
-                column,
-                message,
-            } => write!(f, "line {line}, column {column}: {message}"),
-            ErrorKind::UnknownKey => write!(f, "unknown key"),
-            ErrorKind::Shape { message } => write!(f, "{message}"),
-            ErrorKind::Invalid { value, reason } => write!(f, "invalid value {value:?}: {reason}"),
+            ErrorKind::Problem(p) => write!(f, "{p}"),
             ErrorKind::Duplicate { what, name } => write!(f, "duplicate {what} name {name:?}"),
             ErrorKind::UnknownReference { what, name } => write!(f, "unknown {what} {name:?}"),
             ErrorKind::Unsupported { what } => {

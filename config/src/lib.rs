@@ -31,7 +31,7 @@ mod services;
 mod snapshot;
 mod upstream_policy;
 
-pub use orchestra_config_core::{duration, size};
+pub use orchestra_config_core::{duration, report, size, Problem};
 
 pub use alerts::{
     AlertMetric, AlertRule, AlertSubject, Comparison, LatencyKind, MonitorSettings, Webhook,

@@ -4,12 +4,14 @@
 //! this module turns what it finds into [`ConfigError`]s naming the file.
 
 use orchestra_config_core::{read, Found};
-use serde::de::DeserializeOwned;
 
 use crate::schema::RawConfig;
 use crate::ConfigError;
 
 pub(crate) use orchestra_config_core::keypath::{join, key};
+/// Deserializes a value as `T`, recording unknown keys and the first shape error under its
+/// prefix as errors of the file.
+pub(crate) use orchestra_config_core::read::typed_in as typed;
 
 /// Parses `text`; returns `None` only when the document cannot be read at all.
 pub(crate) fn parse(text: &str, file: &str, errors: &mut Vec<ConfigError>) -> Option<RawConfig> {
@@ -20,16 +22,6 @@ pub(crate) fn parse(text: &str, file: &str, errors: &mut Vec<ConfigError>) -> Op
             None
         }
     }
-}
-
-/// Deserializes `value` as `T`, recording unknown keys and the first shape error under `prefix`.
-pub(crate) fn typed<T: DeserializeOwned>(
-    value: toml::Value,
-    prefix: &str,
-    file: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<T> {
-    read::typed_into(value, prefix, errors, |f| ConfigError::found(file, f))
 }
 
 /// Records problems found by the shared readers (and the plugins) as errors of `file`.

@@ -20,6 +20,8 @@ use std::borrow::Cow;
 
 use toml_edit::{DocumentMut, Item, TableLike, Value};
 
+use orchestra_config_core::Problem;
+
 use crate::ErrorKind;
 
 /// What a secret is shown as.
@@ -78,14 +80,16 @@ pub fn redact<'a>(path: &str, value: &'a str) -> Cow<'a, str> {
 pub(crate) fn redact_error(path: &str, kind: ErrorKind) -> ErrorKind {
     match (sensitivity(path), kind) {
         (Sensitivity::Public, kind) => kind,
-        (_, ErrorKind::Invalid { value, reason }) => ErrorKind::Invalid {
+        (_, ErrorKind::Problem(Problem::Invalid { value, reason })) => Problem::Invalid {
             value: redact(path, &value).into_owned(),
             reason,
-        },
+        }
+        .into(),
         // serde's messages quote the value ("invalid type: integer `123`, expected a string").
-        (_, ErrorKind::Shape { .. }) => ErrorKind::Shape {
+        (_, ErrorKind::Problem(Problem::Shape { .. })) => Problem::Shape {
             message: "wrong type or shape (the value is secret and not shown)".into(),
-        },
+        }
+        .into(),
         (_, kind) => kind,
     }
 }
@@ -261,32 +265,35 @@ mod tests {
     fn errors_on_secret_paths_do_not_quote_the_value() {
         let k = redact_error(
             "admin.token",
-            ErrorKind::Invalid {
+            Problem::Invalid {
                 value: "hunter2".into(),
                 reason: "r".into(),
-            },
+            }
+            .into(),
         );
         assert!(!format!("{k:?}").contains("hunter2"));
         let k = redact_error(
             "alerts[0].headers.X",
-            ErrorKind::Shape {
+            Problem::Shape {
                 message: "invalid type: integer `12345`".into(),
-            },
+            }
+            .into(),
         );
         assert!(!format!("{k:?}").contains("12345"));
         let k = redact_error(
             "alerts[0].webhook",
-            ErrorKind::Invalid {
+            Problem::Invalid {
                 value: "ftp://u:hunter2@h".into(),
                 reason: "r".into(),
-            },
+            }
+            .into(),
         );
         assert_eq!(
             k,
-            ErrorKind::Invalid {
+            ErrorKind::Problem(Problem::Invalid {
                 value: "ftp://***@h".into(),
                 reason: "r".into()
-            }
+            })
         );
     }
 

@@ -13,6 +13,7 @@ use crate::snapshot::{
     AgentSettings, BackendSettings, DispatchPolicy, PluginDef, RealtimeSettings, ServerSettings,
 };
 use crate::ErrorKind;
+use orchestra_config_core::Problem;
 
 /// `[backend]`; absent = the embedded backend on `{data_dir}/orchestra.db`.
 pub(crate) fn backend(
@@ -83,9 +84,10 @@ pub(crate) fn agents(c: &mut Compiler<'_>, raw: Option<toml::Value>) -> Option<A
         None => {
             c.err(
                 "agents.keys_file",
-                ErrorKind::Shape {
+                Problem::Shape {
                     message: "missing key `keys_file` (the agents' API keys and secrets)".into(),
-                },
+                }
+                .into(),
             );
             return None;
         }
@@ -215,9 +217,10 @@ pub(crate) fn route_target(
         (None, None) => {
             c.err(
                 path.to_string(),
-                ErrorKind::Shape {
+                Problem::Shape {
                     message: "missing key `upstream` (or `serve` for a gateway service)".into(),
-                },
+                }
+                .into(),
             );
             None
         }

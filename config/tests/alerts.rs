@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use orchestra_config::secrets::mask_config_text;
 use orchestra_config::{
-    from_str, AlertMetric, AlertSubject, Comparison, ConfigError, ErrorKind, LatencyKind,
+    from_str, AlertMetric, AlertSubject, Comparison, ConfigError, ErrorKind, LatencyKind, Problem,
 };
 
 const BASE: &str = r#"
@@ -383,5 +383,5 @@ fn a_masked_config_keeps_everything_but_the_secrets() {
     assert!(errs
         .0
         .iter()
-        .all(|e| matches!(e.kind, ErrorKind::Invalid { .. })));
+        .all(|e| matches!(e.kind, ErrorKind::Problem(Problem::Invalid { .. }))));
 }

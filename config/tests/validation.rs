@@ -1,6 +1,6 @@
 //! Config validation: every error reported at once, each with its key path.
 
-use orchestra_config::{from_str, ErrorKind, HostMatch, PathMatch, UpstreamProtocol};
+use orchestra_config::{from_str, ErrorKind, HostMatch, PathMatch, Problem, UpstreamProtocol};
 
 const VALID: &str = r#"
 [listeners]
@@ -232,7 +232,7 @@ fn syntax_error_names_the_line() {
     let errs = from_str("a = 1\nb = [\n", "syn.toml").expect_err("syntax");
     assert_eq!(errs.0.len(), 1);
     assert!(
-        matches!(errs.0[0].kind, ErrorKind::Syntax { line, .. } if line >= 2),
+        matches!(errs.0[0].kind, ErrorKind::Problem(Problem::Syntax { line, .. }) if line >= 2),
         "{:?}",
         errs.0[0]
     );

@@ -1,36 +1,15 @@
-//! Process logging: JSON lines (default) or human-readable text on stderr, level from `RUST_LOG`
-//! (default `info`). pingora's own `log` records are captured too. Access-log lines take their
-//! own path to stderr, formatted and written on a dedicated thread (see [`crate::access_log`]).
+//! Process logging of the gateway: the shared logger of every Orchestra binary
+//! ([`orchestra_logging`]: JSON lines by default or text on stderr, level from `RUST_LOG`,
+//! default `info`; pingora's own `log` records are captured too), then the access-log writer.
+//! Access-log lines take their own path to stderr, formatted and written on a dedicated thread
+//! (see [`crate::access_log`]).
 
-use tracing_subscriber::EnvFilter;
+pub use orchestra_logging::LogFormat;
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable text.
-    Text,
-}
-
-/// Installs the global logger. Safe to call once per process.
+/// Installs the global logger and starts the access-log writer thread. Safe to call once per
+/// process.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_target(false)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    if let Err(e) = result {
-        eprintln!("logger already installed: {e}");
-    }
+    orchestra_logging::init(format, orchestra_logging::DEFAULT_FILTER);
     let lines = match format {
         LogFormat::Json => crate::access_log::LineFormat::Json,
         LogFormat::Text => crate::access_log::LineFormat::Text,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use orchestra_config::report::print_errors;
 use orchestra_gateway::admin_client;
 use orchestra_gateway::agent_hub::AgentService;
 use orchestra_gateway::logging::{self, LogFormat};
@@ -124,8 +125,7 @@ fn check(path: &Path) -> ExitCode {
         Ok(s) => {
             if let Some(agents) = s.agents.as_ref() {
                 if let Err(e) = AgentService::load_keys(agents) {
-                    eprintln!("{e}");
-                    eprintln!("{}: 1 error(s)", path.display());
+                    print_errors(path, std::slice::from_ref(&e));
                     return ExitCode::FAILURE;
                 }
             }
@@ -149,10 +149,7 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            print_errors(path, &errors.0);
             ExitCode::FAILURE
         }
     }

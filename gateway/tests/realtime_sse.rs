@@ -2,8 +2,10 @@
 //! order over HTTP/1.1 with a disconnect and a `Last-Event-ID` resume in the middle, over
 //! HTTP/2 (h2c and TLS), a session stream, and HTTP/3 with the aioquic client.
 
+mod common;
 mod realtime_support;
 
+use common::aioquic_fetch;
 use realtime_support::*;
 
 /// A client of `user`, a new session, and a task counting to `n` in it: (client, session, task).
@@ -106,22 +108,10 @@ async fn sse_over_http3_with_the_aioquic_client() {
         v["type"] == "task:result" && v["data"]["task_id"] == task
     })
     .await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/aioquic_get.py");
     let ca = stack.gw.self_signed_cert_path();
-    let port = hub::quic_addr(&stack.gw).port().to_string();
+    let port = hub::quic_addr(&stack.gw).port();
     let path = format!("/api/events/stream?task_id={task}&token={}", token("gus"));
-    let out = tokio::process::Command::new("python3")
-        .arg(script)
-        .args(["127.0.0.1", &port, &path, &ca.to_string_lossy()])
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "aioquic fetch failed (is aioquic installed? scripts/setup --install-only): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON line");
+    let v = aioquic_fetch(port, &path, &ca, &[]).await;
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(v["headers"]["content-type"], "text/event-stream", "{v}");
     let mut body = v["body"].as_str().expect("body").to_string();

@@ -201,14 +201,19 @@ impl Hub {
         Some(t.info())
     }
 
-    /// Live tasks (for `GET /admin/tasks`), oldest first.
-    pub fn tasks(&self) -> Vec<TaskInfo> {
-        let entries: Vec<Arc<TaskEntry>> = self
-            .inner
+    /// The live tasks' entries, copied out of the map so that no shard lock is held while each
+    /// task's own lock is taken.
+    fn task_entries(&self) -> Vec<Arc<TaskEntry>> {
+        self.inner
             .tasks
             .iter()
             .map(|t| Arc::clone(t.value()))
-            .collect();
+            .collect()
+    }
+
+    /// Live tasks (for `GET /admin/tasks`), oldest first.
+    pub fn tasks(&self) -> Vec<TaskInfo> {
+        let entries = self.task_entries();
         let mut list: Vec<TaskInfo> = entries.iter().map(|t| t.info()).collect();
         list.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then(a.id.cmp(&b.id)));
         list
@@ -216,12 +221,7 @@ impl Hub {
 
     /// Live tasks by phase: (queued, starting, running, orphaned).
     pub fn task_counts(&self) -> (usize, usize, usize, usize) {
-        let entries: Vec<Arc<TaskEntry>> = self
-            .inner
-            .tasks
-            .iter()
-            .map(|t| Arc::clone(t.value()))
-            .collect();
+        let entries = self.task_entries();
         let mut c = (0, 0, 0, 0);
         for t in entries {
             match t.lock().phase {

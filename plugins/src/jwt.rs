@@ -443,34 +443,7 @@ fn cookie_value<'v>(header: &'v [u8], name: &str) -> Option<&'v str> {
 }
 
 fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
-    let raw = query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name && !v.is_empty()).then_some(v)
-    })?;
-    if !raw.contains(['%', '+']) {
-        return Some(Cow::Borrowed(raw));
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    crate::query::percent_decode(crate::query::param(query, name)?)
 }
 
 fn unauthorized(message: &'static str, missing: bool) -> Reject {

@@ -22,6 +22,7 @@
 //! | [`ip_filter`] | `ip_filter`: allow / deny CIDR lists |
 //! | [`limits`] | `limits`: body, header block and URI size limits |
 //! | [`client_ip`] | client address behind trusted proxies (`X-Forwarded-For`) |
+//! | [`query`] | query-string values, percent-decoded (the `jwt` token parameter; the gateway's realtime endpoints) |
 //! | [`agent_auth`] | agent register signatures (HMAC, timestamp window, nonce replay cache); a library for the agent hub, not a route plugin |
 //!
 //! ## Configuration: each plugin reads its own table
@@ -61,6 +62,7 @@ pub mod headers;
 pub mod ip_filter;
 pub mod jwt;
 pub mod limits;
+pub mod query;
 pub mod rate_limit;
 mod rate_store;
 pub mod registry;

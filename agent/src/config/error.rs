@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use orchestra_config_core::{Found, Problem};
+use orchestra_config_core::{Found, FromFound, Problem};
 
 /// The `file` of an error about a command-line flag.
 pub const COMMAND_LINE: &str = "command line";
@@ -16,33 +16,13 @@ pub enum ErrorKind {
         /// The operating system's reason.
         reason: String,
     },
-    /// The text is not valid TOML.
-    Syntax {
-        /// 1-based line of the problem.
-        line: usize,
-        /// 1-based column of the problem.
-        column: usize,
-        /// The parser's message.
-        message: String,
-    },
-    /// A key the schema does not know (typo, or a key of another program's config).
-    UnknownKey,
-    /// The value has the wrong type or shape.
-    Shape {
-        /// The deserializer's description.
-        message: String,
-    },
+    /// What every config file can get wrong: syntax, an unknown key (typo, or a key of another
+    /// program's config), a wrong type or shape, an unacceptable value.
+    Problem(Problem),
     /// A required key is absent.
     Missing {
         /// What to write, e.g. `gateway = "HOST:PORT"`.
         hint: String,
-    },
-    /// The value has the right type but is not acceptable.
-    Invalid {
-        /// The offending value as written.
-        value: String,
-        /// Why it is rejected and what is expected.
-        reason: String,
     },
     /// A file holding a secret can be read by other users.
     Exposed {
@@ -80,21 +60,14 @@ impl ConfigError {
         Self::new(file, found.path, found.problem.into())
     }
 
-    /// An [`ErrorKind::Invalid`] error.
+    /// A [`Problem::Invalid`] error.
     pub fn invalid(
         file: &str,
         path: impl Into<String>,
         value: impl Into<String>,
         reason: impl Into<String>,
     ) -> Self {
-        Self::new(
-            file,
-            path,
-            ErrorKind::Invalid {
-                value: value.into(),
-                reason: reason.into(),
-            },
-        )
+        Self::found(file, Found::invalid(path, value, reason))
     }
 }
 
@@ -106,15 +79,8 @@ impl fmt::Display for ConfigError {
         }
         match &self.kind {
             ErrorKind::Io { reason } => write!(f, "cannot read file: {reason}"),
-            ErrorKind::Syntax {
-                line,
-                column,
-                message,
-            } => write!(f, "line {line}, column {column}: {message}"),
-            ErrorKind::UnknownKey => write!(f, "unknown key"),
-            ErrorKind::Shape { message } => write!(f, "{message}"),
+            ErrorKind::Problem(p) => write!(f, "{p}"),
             ErrorKind::Missing { hint } => write!(f, "required; write e.g. {hint}"),
-            ErrorKind::Invalid { value, reason } => write!(f, "invalid value {value:?}: {reason}"),
             ErrorKind::Exposed { path, mode } => write!(
                 f,
                 "{path} holds a secret but its mode is {mode:04o} (readable by group or others); \
@@ -128,20 +94,13 @@ impl std::error::Error for ConfigError {}
 
 impl From<Problem> for ErrorKind {
     fn from(p: Problem) -> Self {
-        match p {
-            Problem::Syntax {
-                line,
-                column,
-                message,
-            } => ErrorKind::Syntax {
-                line,
-                column,
-                message,
-            },
-            Problem::UnknownKey => ErrorKind::UnknownKey,
-            Problem::Shape { message } => ErrorKind::Shape { message },
-            Problem::Invalid { value, reason } => ErrorKind::Invalid { value, reason },
-        }
+        ErrorKind::Problem(p)
+    }
+}
+
+impl FromFound for ConfigError {
+    fn from_found(file: &str, found: Found) -> Self {
+        ConfigError::found(file, found)
     }
 }
 

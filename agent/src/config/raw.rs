@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use orchestra_config_core::read;
-use serde::de::DeserializeOwned;
+use orchestra_config_core::read::{self, typed_in as typed};
+use orchestra_config_core::Problem;
 use serde::Deserialize;
 
-use super::error::{ConfigError, ErrorKind};
+use super::error::ConfigError;
 pub(crate) use orchestra_config_core::keypath::{join, key};
 
 /// The agent config file as written; every key optional here, required ones are checked when
@@ -102,12 +102,13 @@ pub(crate) fn tools(
                 errors.push(ConfigError::new(
                     file,
                     path,
-                    ErrorKind::Shape {
+                    Problem::Shape {
                         message: format!(
                             "expected an argv array or a table, found {}",
                             other.type_str()
                         ),
-                    },
+                    }
+                    .into(),
                 ));
                 None
             }
@@ -117,15 +118,4 @@ pub(crate) fn tools(
         }
     }
     out
-}
-
-/// Deserializes `value` as `T`, recording unknown keys and the first shape error under `prefix`
-/// (the reader the gateway's config and plugins use, see `orchestra_config_core::read`).
-pub(crate) fn typed<T: DeserializeOwned>(
-    value: toml::Value,
-    prefix: &str,
-    file: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<T> {
-    read::typed_into(value, prefix, errors, |f| ConfigError::found(file, f))
 }

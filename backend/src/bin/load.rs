@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures::stream::{FuturesOrdered, StreamExt};
 use orchestra_backend::client::{BackendClient, ClientConfig, ClientError, Persisted};
-use orchestra_backend::logging::{self, LogFormat};
 use orchestra_backend::model::{NewEvent, NewSession, NewTask, WriteOp};
+use orchestra_logging::LogFormat;
 
 /// Append events through the backend client and measure events/s and durability latency.
 #[derive(Debug, Parser)]
@@ -70,7 +70,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    logging::init(args.log_format);
+    orchestra_logging::init(args.log_format, orchestra_backend::DEFAULT_LOG_FILTER);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

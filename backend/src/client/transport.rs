@@ -23,6 +23,35 @@ pub(crate) enum Outcome<T> {
     Failed(String),
 }
 
+impl<T> Outcome<T> {
+    /// The same outcome with the stored value mapped by `f` (a refusal or a failure unchanged).
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Stored(v) => Outcome::Stored(f(v)),
+            Outcome::Rejected {
+                status,
+                code,
+                message,
+            } => Outcome::Rejected {
+                status,
+                code,
+                message,
+            },
+            Outcome::Failed(e) => Outcome::Failed(e),
+        }
+    }
+
+    /// The refusal of an append to `task`, which the backend does not know (a bulk append
+    /// reports it in `unknown_tasks` instead of failing the whole request).
+    pub(crate) fn unknown_task(task: &str) -> Self {
+        Outcome::Rejected {
+            status: 404,
+            code: "NOT_FOUND".into(),
+            message: format!("task {task} not found"),
+        }
+    }
+}
+
 /// One event of a bulk append, borrowed from the queued writes (no copy of the data).
 #[derive(Serialize)]
 struct BulkEventRef<'a> {
@@ -90,22 +119,10 @@ impl Transport {
                     .send_events(&[(task_id.as_str(), events.as_slice())])
                     .await
                 {
-                    Outcome::Stored(r) if r.unknown_tasks.is_empty() => Outcome::Stored(()),
-                    Outcome::Stored(_) => Outcome::Rejected {
-                        status: 404,
-                        code: "NOT_FOUND".into(),
-                        message: format!("task {task_id} not found"),
-                    },
-                    Outcome::Rejected {
-                        status,
-                        code,
-                        message,
-                    } => Outcome::Rejected {
-                        status,
-                        code,
-                        message,
-                    },
-                    Outcome::Failed(e) => Outcome::Failed(e),
+                    Outcome::Stored(r) if !r.unknown_tasks.is_empty() => {
+                        Outcome::unknown_task(task_id)
+                    }
+                    other => other.map(|_| ()),
                 }
             }
         };
@@ -150,18 +167,8 @@ impl Transport {
         })
         .await
         {
-            Outcome::Stored(v) => Outcome::Stored(Some(v)),
             Outcome::Rejected { status: 404, .. } => Outcome::Stored(None),
-            Outcome::Rejected {
-                status,
-                code,
-                message,
-            } => Outcome::Rejected {
-                status,
-                code,
-                message,
-            },
-            Outcome::Failed(e) => Outcome::Failed(e),
+            other => other.map(Some),
         }
     }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use orchestra_backend::model::NewTask;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use testkit::{BackendProcess, PgCluster};
@@ -21,6 +22,30 @@ impl Db {
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_orchestra-backend");
+
+/// A `custom` task `id` in `session` with prompt `p`, no requirements, default priority.
+pub fn custom_task(id: &str, session: &str) -> NewTask {
+    NewTask {
+        id: Some(id.into()),
+        session_id: session.into(),
+        tool: "custom".into(),
+        prompt: "p".into(),
+        cwd: None,
+        requires: vec![],
+        priority: 0,
+        agent_id: None,
+    }
+}
+
+/// The `seq` of every event in a `GET .../events` answer, in order.
+pub fn event_seqs(answer: &Value) -> Vec<u64> {
+    answer["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events array: {answer}"))
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
 
 /// A backend on a fresh SQLite file.
 pub async fn sqlite() -> Db {
@@ -372,23 +397,13 @@ pub async fn events(base: &str) {
     assert_eq!(v, json!({"inserted": 50, "duplicates": 10}));
     let (s, v) = call(Method::GET, &format!("{url}?since=10&limit=5"), None).await;
     assert_eq!(s, StatusCode::OK);
-    let seqs: Vec<u64> = v["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["seq"].as_u64().expect("seq"))
-        .collect();
+    let seqs = event_seqs(&v);
     assert_eq!(seqs, [11, 12, 13, 14, 15]);
     assert_eq!(v["events"][0]["data"]["text"], "line 11");
     assert_eq!(v["events"][0]["kind"], "worker:output");
     assert!(v["events"][0]["at"].as_i64().expect("at") > 0);
     let (_, v) = call(Method::GET, &url, None).await;
-    let seqs: Vec<u64> = v["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["seq"].as_u64().expect("seq"))
-        .collect();
+    let seqs = event_seqs(&v);
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
     let (_, v) = call(Method::GET, &format!("{url}?since=100"), None).await;
     assert_eq!(v["events"], json!([]));

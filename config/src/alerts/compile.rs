@@ -18,6 +18,7 @@ use crate::route::Route;
 use crate::secrets::MASK;
 use crate::snapshot::Upstream;
 use crate::ErrorKind;
+use orchestra_config_core::Problem;
 
 /// `[monitor]`; absent = defaults.
 pub(crate) fn monitor(c: &mut Compiler<'_>, raw: Option<toml::Value>) -> MonitorSettings {
@@ -224,11 +225,12 @@ fn subject(
             let Some(s) = series else {
                 c.err(
                     sp,
-                    ErrorKind::Shape {
+                    Problem::Shape {
                         message:
                             "missing key `series` (a latency series such as \"route:api:total\")"
                                 .into(),
-                    },
+                    }
+                    .into(),
                 );
                 return None;
             };
@@ -278,9 +280,10 @@ fn subject(
             let Some(s) = series else {
                 c.err(
                     sp,
-                    ErrorKind::Shape {
+                    Problem::Shape {
                         message: "missing key `series` (the upstream's name)".into(),
-                    },
+                    }
+                    .into(),
                 );
                 return None;
             };
@@ -400,9 +403,10 @@ fn threshold(
         (None, None) => {
             c.err(
                 path.to_string(),
-                ErrorKind::Shape {
+                Problem::Shape {
                     message: "missing key `above` or `below` (the threshold)".into(),
-                },
+                }
+                .into(),
             );
             return None;
         }

@@ -56,42 +56,70 @@ pub fn prometheus(svc: &AgentService, out: &mut String) {
         let _ = writeln!(out, "{name} {v}");
     };
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    counter(
-        out,
-        "orchestra_agent_connects_total",
-        "Agent registrations.",
-        get(&m.connects),
-    );
-    counter(
-        out,
-        "orchestra_agent_disconnects_total",
-        "Agent connections ended.",
-        get(&m.disconnects),
-    );
-    counter(
-        out,
-        "orchestra_agent_replaced_total",
-        "Connections replaced by a newer one with the same agent id.",
-        get(&m.replaced),
-    );
-    counter(
-        out,
-        "orchestra_agent_offline_total",
-        "Connections closed for missed heartbeats.",
-        get(&svc.metrics().offline),
-    );
-    counter(
-        out,
-        "orchestra_agent_bad_frames_total",
-        "Connections or task streams ended for malformed or out-of-place frames.",
-        get(&svc.metrics().bad_frames),
-    );
-    counter(
-        out,
-        "orchestra_agent_tasks_started_total",
-        "Tasks started.",
-        get(&m.tasks_started),
-    );
+    for (name, help, value) in [
+        (
+            "orchestra_agent_connects_total",
+            "Agent registrations.",
+            &m.connects,
+        ),
+        (
+            "orchestra_agent_disconnects_total",
+            "Agent connections ended.",
+            &m.disconnects,
+        ),
+        (
+            "orchestra_agent_replaced_total",
+            "Connections replaced by a newer one with the same agent id.",
+            &m.replaced,
+        ),
+        (
+            "orchestra_agent_offline_total",
+            "Connections closed for missed heartbeats.",
+            &svc.metrics().offline,
+        ),
+        (
+            "orchestra_agent_bad_frames_total",
+            "Connections or task streams ended for malformed or out-of-place frames.",
+            &svc.metrics().bad_frames,
+        ),
+        (
+            "orchestra_agent_tasks_started_total",
+            "Tasks started.",
+            &m.tasks_started,
+        ),
+        (
+            "orchestra_agent_events_received_total",
+            "Task events received from agents, duplicates included.",
+            &m.events_received,
+        ),
+        (
+            "orchestra_agent_events_duplicate_total",
+            "Duplicate task events dropped.",
+            &m.events_duplicate,
+        ),
+        (
+            "orchestra_agent_events_acked_total",
+            "Task events acked to agents once durable.",
+            &m.events_acked,
+        ),
+        (
+            "orchestra_agent_subscribers_lagged_total",
+            "Task subscribers cut off for falling behind.",
+            &m.subscribers_lagged,
+        ),
+        (
+            "orchestra_agent_protocol_errors_total",
+            "Task streams ended for breaking the protocol.",
+            &m.protocol_errors,
+        ),
+        (
+            "orchestra_agent_grace_expired_total",
+            "Tasks failed because their agent did not come back in time.",
+            &m.grace_expired,
+        ),
+    ] {
+        counter(out, name, help, get(value));
+    }
     let _ = writeln!(
         out,
         "# HELP orchestra_agent_tasks_finished_total Tasks ended, by final state."
@@ -104,42 +132,6 @@ pub fn prometheus(svc: &AgentService, out: &mut String) {
             get(&m.tasks_finished[i])
         );
     }
-    counter(
-        out,
-        "orchestra_agent_events_received_total",
-        "Task events received from agents, duplicates included.",
-        get(&m.events_received),
-    );
-    counter(
-        out,
-        "orchestra_agent_events_duplicate_total",
-        "Duplicate task events dropped.",
-        get(&m.events_duplicate),
-    );
-    counter(
-        out,
-        "orchestra_agent_events_acked_total",
-        "Task events acked to agents once durable.",
-        get(&m.events_acked),
-    );
-    counter(
-        out,
-        "orchestra_agent_subscribers_lagged_total",
-        "Task subscribers cut off for falling behind.",
-        get(&m.subscribers_lagged),
-    );
-    counter(
-        out,
-        "orchestra_agent_protocol_errors_total",
-        "Task streams ended for breaking the protocol.",
-        get(&m.protocol_errors),
-    );
-    counter(
-        out,
-        "orchestra_agent_grace_expired_total",
-        "Tasks failed because their agent did not come back in time.",
-        get(&m.grace_expired),
-    );
     let _ = writeln!(
         out,
         "# HELP orchestra_agent_auth_failures_total Agent registrations refused, by reason."

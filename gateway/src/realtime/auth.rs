@@ -13,6 +13,7 @@
 //! answer. The verified `sub` is the user. No `[realtime] auth`: every client is the anonymous
 //! user [`ANONYMOUS`] (the gateway warns once at start).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -71,36 +72,8 @@ fn find_token(headers: &HeaderMap, query: Option<&str>) -> Option<(String, Optio
 
 /// `token=` of a query string, percent-decoded.
 fn query_token(query: &str) -> Option<String> {
-    let raw = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .filter(|t| !t.is_empty())?;
-    percent_decode(raw)
-}
-
-/// Percent-decodes a query value (`+` is a space); `None` when malformed.
-pub fn percent_decode(raw: &str) -> Option<String> {
-    let b = raw.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    let raw = orchestra_plugins::query::param(query, "token")?;
+    orchestra_plugins::query::percent_decode(raw).map(Cow::into_owned)
 }
 
 /// Authenticates a realtime request (see the module doc).

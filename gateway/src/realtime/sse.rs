@@ -15,6 +15,7 @@
 //! The fronts call [`open`] (authentication, ownership, subscription — refusals are plain HTTP
 //! errors), write [`HEADERS`] with status 200, then [`stream`] into their [`SseSink`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -118,7 +119,8 @@ pub fn target(query: Option<&str>, headers: &HeaderMap) -> Result<Target, Gatewa
     let decode = |name: &str| -> Result<Option<String>, GatewayError> {
         match query_param(query, name) {
             None => Ok(None),
-            Some(v) => auth::percent_decode(v)
+            Some(v) => orchestra_plugins::query::percent_decode(v)
+                .map(Cow::into_owned)
                 .filter(|v| !v.is_empty() && v.len() <= 256)
                 .map(Some)
                 .ok_or_else(|| bad(format!("query parameter {name} is malformed"))),

@@ -52,13 +52,6 @@ struct Pending {
 }
 
 impl Pending {
-    fn events(&self) -> Option<(&str, &[NewEvent])> {
-        match &self.op {
-            WriteOp::AppendEvents { task_id, events } => Some((task_id, events)),
-            _ => None,
-        }
-    }
-
     fn resolve(&mut self, r: Result<Persisted, ClientError>) {
         if let Some(done) = self.done.take() {
             let _ = done.send(r);
@@ -214,13 +207,13 @@ impl Writer {
         let Some(front) = self.pending.front() else {
             return Next::Idle;
         };
-        if front.events().is_none() {
+        if front.op.events().is_none() {
             return Next::Op;
         }
         let mut ops = 0;
         let mut events = 0;
         for p in &self.pending {
-            let Some((_, e)) = p.events() else {
+            let Some((_, e)) = p.op.events() else {
                 // Another kind of write follows: the batch goes now, order is kept.
                 return Next::Events(ops);
             };
@@ -341,33 +334,21 @@ impl Writer {
             .pending
             .iter()
             .take(n)
-            .filter_map(Pending::events)
+            .filter_map(|p| p.op.events())
             .collect();
-        let outcome = self
-            .sender
-            .send(|t| {
-                let groups = &groups;
-                async move { t.send_events(groups).await }
-            })
-            .await;
+        let outcome = self.sender.send_events(&groups).await;
         drop(groups);
         match outcome {
             Some(Outcome::Stored(result)) => {
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 for mut p in self.pending.drain(..n).collect::<Vec<_>>() {
-                    let unknown = p
-                        .events()
-                        .is_some_and(|(task, _)| result.unknown_tasks.iter().any(|u| u == task));
-                    let r = if unknown {
-                        let task = p.events().map(|(t, _)| t.to_string()).unwrap_or_default();
-                        self.committed_or_rejected(
-                            &p.op,
-                            Outcome::Rejected {
-                                status: 404,
-                                code: "NOT_FOUND".into(),
-                                message: format!("task {task} not found"),
-                            },
-                        )
+                    let unknown =
+                        p.op.events()
+                            .map(|(task, _)| task)
+                            .filter(|task| result.unknown_tasks.iter().any(|u| u == task));
+                    let r = if let Some(task) = unknown {
+                        let refused = Outcome::unknown_task(task);
+                        self.committed_or_rejected(&p.op, refused)
                     } else {
                         self.count_committed(&p.op);
                         Ok(Persisted::Committed)
@@ -388,20 +369,7 @@ impl Writer {
                 let Some(mut p) = self.pending.pop_front() else {
                     return;
                 };
-                let other = match other {
-                    Outcome::Stored(_) => Outcome::Stored(()),
-                    Outcome::Rejected {
-                        status,
-                        code,
-                        message,
-                    } => Outcome::Rejected {
-                        status,
-                        code,
-                        message,
-                    },
-                    Outcome::Failed(e) => Outcome::Failed(e),
-                };
-                let r = self.committed_or_rejected(&p.op, other);
+                let r = self.committed_or_rejected(&p.op, other.map(|_| ()));
                 p.resolve(r);
             }
             None => self.spool_pending().await,

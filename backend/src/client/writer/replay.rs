@@ -108,20 +108,9 @@ impl Writer {
             } else {
                 let groups: Vec<(&str, &[NewEvent])> = chunk[unit.clone()]
                     .iter()
-                    .filter_map(|r| match &r.op {
-                        WriteOp::AppendEvents { task_id, events } => {
-                            Some((task_id.as_str(), events.as_slice()))
-                        }
-                        _ => None,
-                    })
+                    .filter_map(|r| r.op.events())
                     .collect();
-                let outcome = self
-                    .sender
-                    .send(|t| {
-                        let groups = &groups;
-                        async move { t.send_events(groups).await }
-                    })
-                    .await;
+                let outcome = self.sender.send_events(&groups).await;
                 match outcome {
                     Some(Outcome::Stored(r)) => {
                         for u in &r.unknown_tasks {

@@ -10,6 +10,7 @@ use rand::Rng;
 use crate::client::breaker::{backoff, Breaker, BreakerState};
 use crate::client::status::Counters;
 use crate::client::transport::{Outcome, Transport};
+use crate::model::{BulkAppendResult, NewEvent};
 
 /// Retries, breaker and counters: the part of the writer a request needs.
 pub(super) struct Sender {
@@ -81,5 +82,15 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Sends the events of consecutive appends as one bulk append, with [`Sender::send`]'s
+    /// retries.
+    pub(super) async fn send_events(
+        &mut self,
+        groups: &[(&str, &[NewEvent])],
+    ) -> Option<Outcome<BulkAppendResult>> {
+        self.send(|t| async move { t.send_events(groups).await })
+            .await
     }
 }
