@@ -1,7 +1,12 @@
-//! The byte relay behind proxied WebSockets ([`crate::ws_tunnel`]): copies bytes between the
-//! client's pingora [`Session`] and a [`Peer`] until either side ends, and holds **no buffer
-//! while the connection is idle**. (`/ws` and `/agent/ws` in `ws_server.rs` still use their own
-//! duplex pipe and copy loop.)
+//! The byte relay behind every WebSocket the HTTP/1.1 front carries: proxied ones
+//! ([`crate::ws_tunnel`], peer = the upstream's [`TcpPeer`]) and the gateway's own `/ws` and
+//! `/agent/ws` ([`crate::ws_server`], peer = an in-memory [`pipe`] to the handler's
+//! `WebSocketStream`). It copies bytes between the client's pingora [`Session`] and a [`Peer`]
+//! until either side ends, and holds **no buffer while the connection is idle**.
+//!
+//! After the `101` the connection is normally taken out of pingora ([`detach`]) and relayed on a
+//! task of its own ([`detach::relay`]), so that pingora's per-request state is freed; [`run`]
+//! relays through the session when it cannot be (not HTTP/1).
 //!
 //! A WebSocket can stay open and silent for hours, so what an idle one costs is what the gateway
 //! pays per connection. Buffers exist only while bytes flow:
@@ -22,6 +27,9 @@ use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+pub mod detach;
+pub mod pipe;
 
 /// Largest single read from a TCP peer; a burst larger than this is relayed in several chunks.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -84,7 +92,7 @@ pub fn no_body_read_timeout(session: &mut Session) {
 
 /// Lets an HTTP/1 session read its upgraded body without holding pingora's 64 KiB body buffer
 /// while the client is silent.
-fn release_idle_body_buffer(session: &mut Session) {
+pub(crate) fn release_idle_body_buffer(session: &mut Session) {
     if let ServerSession::H1(h1) = session.as_downstream_mut() {
         h1.set_release_idle_body_buffer(true);
     }
