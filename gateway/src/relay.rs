@@ -1,13 +1,12 @@
-//! The byte relay behind every WebSocket the HTTP/1.1 front carries: proxied ones
-//! ([`crate::ws_tunnel`], peer = the upstream's [`TcpPeer`]) and the gateway's own `/ws` and
-//! `/agent/ws` ([`crate::ws_server`], peer = an in-memory [`pipe`] to the handler's
-//! `WebSocketStream`). It copies bytes between the client's pingora [`Session`] and a [`Peer`]
-//! until either side ends, and holds **no buffer while the connection is idle**.
-//!
-//! After the `101` the connection is normally taken out of pingora ([`detach`]) and relayed on a
-//! task of its own ([`detach::relay`]), so that pingora's per-request state is freed; [`run`]
-//! relays through the session when it cannot be (not HTTP/1).
-//!
+//! The byte relay behind proxied WebSockets ([`crate::ws_tunnel`]): copies bytes between the
+//! client and a [`Peer`] (the upstream's [`TcpPeer`]) until either side ends, and holds **no
+//! buffer while the connection is idle**. After the `101` the client's connection is taken out
+//! of pingora ([`detach`]) and relayed on a task of its own ([`detach::relay`]), so that pingora's
+//! per-request state is freed; [`run`] relays through the pingora [`Session`] when the
+//! connection cannot be taken out (not HTTP/1). (`/ws` and `/agent/ws` in `ws_server.rs` still
+//! use their own duplex pipe and copy loop inside the pingora request: see `bench/RESULTS.md`,
+//! 2026-12-03 14:34, for why they were left as they are.)
+
 //! A WebSocket can stay open and silent for hours, so what an idle one costs is what the gateway
 //! pays per connection. Buffers exist only while bytes flow:
 //!
@@ -29,7 +28,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub mod detach;
-pub mod pipe;
 
 /// Largest single read from a TCP peer; a burst larger than this is relayed in several chunks.
 pub const READ_CHUNK: usize = 16 * 1024;

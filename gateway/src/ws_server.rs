@@ -11,20 +11,20 @@
 //!    anything else is a `400 PARAM_001` the caller sends (426 with `Sec-WebSocket-Version: 13`
 //!    for another version);
 //! 2. [`serve`] writes the `101` (through the pipeline's response phase, so `x-request-id` and
-//!    the route's plugins apply), joins the session to one end of an in-memory
-//!    [pipe](crate::relay::pipe), runs `handler` on a task of its own with a `WebSocketStream`
-//!    over the other end, and relays bytes between the session and the pipe
-//!    ([`crate::relay::run`]: no buffer held while the connection is idle) until either side
-//!    closes.
+//!    the route's plugins apply), joins the session to one end of an in-memory duplex pipe, runs
+//!    `handler` on a task of its own with a `WebSocketStream` over the other end, and copies
+//!    bytes between the session and the pipe until either side closes.
 //!
 //! The handler owns the WebSocket (tungstenite does framing, masking checks, ping/pong and
 //! close); its task ends the connection by dropping the stream.
 
 use std::future::Future;
 
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -32,11 +32,8 @@ use tokio_tungstenite::WebSocketStream;
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
 use crate::pipeline::{Pipeline, RequestCtx};
-use crate::relay::detach::{self, Detached};
-use crate::relay::pipe::PipeStream;
 
-/// Bytes queued in the pipe between the session and the WebSocket, each way, at most (an empty
-/// queue holds no memory).
+/// Bytes buffered in the pipe between the session and the WebSocket, each way.
 pub const PIPE_BUFFER: usize = 64 * 1024;
 
 /// Why an upgrade request was refused.
@@ -101,13 +98,13 @@ pub fn check(req: &pingora::http::RequestHeader) -> Result<String, UpgradeError>
 pub async fn serve<F, Fut>(
     session: &mut Session,
     pipeline: &Pipeline,
-    ctx: &mut RequestCtx,
+    ctx: &RequestCtx,
     protocol: Option<&str>,
     config: WebSocketConfig,
     handler: F,
 ) -> Result<(), UpgradeError>
 where
-    F: FnOnce(WebSocketStream<PipeStream>) -> Fut,
+    F: FnOnce(WebSocketStream<DuplexStream>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let accept = check(session.req_header())?;
@@ -145,25 +142,45 @@ where
         tracing::debug!(error = %e, "client went away during the WebSocket upgrade");
         return Ok(());
     }
-    let (ours, theirs) = crate::relay::pipe::pipe(PIPE_BUFFER);
+    let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
     let ws = WebSocketStream::from_raw_socket(theirs, Role::Server, Some(config)).await;
-    // Once the relay ends, the handler sees its WebSocket end and winds down on its own.
-    drop(tokio::spawn(handler(ws)));
-    // The client's connection leaves pingora (its per-request state is freed) and is relayed on
-    // a task of its own with the request's context, finished when the WebSocket ends.
-    match detach::detach(session).await {
-        Detached::Client(mut client) => {
-            let mut ctx = detach::take_ctx(pipeline, ctx);
-            let pipeline = pipeline.clone();
-            tokio::spawn(async move {
-                detach::relay(&mut client, ours).await;
-                let bytes = client.bytes_sent();
-                drop(client);
-                pipeline.finish(&mut ctx, StatusCode::SWITCHING_PROTOCOLS.as_u16(), bytes);
-            });
-        }
-        Detached::Ended => drop(ours),
-        Detached::Kept => crate::relay::run(session, ours).await,
-    }
+    let task = tokio::spawn(handler(ws));
+    pump(session, ours).await;
+    // The session is gone: the handler sees its WebSocket end and winds down on its own.
+    drop(task);
     Ok(())
+}
+
+/// Copies bytes between the session and the pipe until either side ends.
+async fn pump(session: &mut Session, pipe: DuplexStream) {
+    crate::relay::no_body_read_timeout(session);
+    let (mut from_ws, mut to_ws) = tokio::io::split(pipe);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            from_client = session.read_request_body() => match from_client {
+                Ok(Some(data)) => {
+                    if to_ws.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    let _ = to_ws.shutdown().await;
+                    break;
+                }
+            },
+            from_handler = from_ws.read(&mut buf) => match from_handler {
+                Ok(n) if n > 0 => {
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    if session.write_response_body(Some(data), false).await.is_err() {
+                        break;
+                    }
+                }
+                _ => {
+                    let _ = session.write_response_body(None, true).await;
+                    break;
+                }
+            },
+        }
+    }
 }

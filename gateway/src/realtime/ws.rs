@@ -17,6 +17,7 @@ use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use orchestra_config::RealtimeSettings;
 use pingora::proxy::Session;
+use tokio::io::DuplexStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -26,7 +27,6 @@ use super::fanout::{self, Inbox, Next, Out};
 use super::{auth, protocol, RealtimeService};
 use crate::error::GatewayError;
 use crate::pipeline::{Pipeline, Protocol, RequestCtx};
-use crate::relay::pipe::PipeStream;
 
 /// tungstenite refuses messages above `max_message` × this (the connection closes).
 pub const HARD_CAP_FACTOR: usize = 4;
@@ -37,7 +37,7 @@ pub const WRITE_BUFFER: usize = 16 * 1024;
 /// Messages written before one flush, at most.
 const WRITE_BATCH: usize = 64;
 
-type Sink = SplitSink<WebSocketStream<PipeStream>, Message>;
+type Sink = SplitSink<WebSocketStream<DuplexStream>, Message>;
 
 /// The WebSocket settings for `/ws`.
 pub fn websocket_config(settings: &RealtimeSettings) -> WebSocketConfig {
@@ -82,7 +82,7 @@ pub async fn serve(
 
 /// Serves one WebSocket until either side ends it.
 pub async fn run(
-    ws: WebSocketStream<PipeStream>,
+    ws: WebSocketStream<DuplexStream>,
     svc: Arc<RealtimeService>,
     user: Arc<str>,
     settings: RealtimeSettings,
