@@ -479,6 +479,11 @@ impl ProxyHttp for PingoraFront {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A WebSocket taken out of pingora after its `101` is recorded by its relay task when
+        // it ends; pingora is left a placeholder context (`relay::detach`).
+        if crate::relay::detach::is_placeholder(ctx) {
+            return;
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

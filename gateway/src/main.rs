@@ -15,7 +15,9 @@ use orchestra_gateway::state::GatewayState;
 use orchestra_gateway::{listener, shutdown, tls};
 
 /// mimalloc's per-thread free lists: malloc/free were ~10% of the HTTP/1.1 profile with glibc
-/// (see bench/RESULTS.md).
+/// (see bench/RESULTS.md). The `system-allocator` feature keeps glibc's malloc instead, for heap
+/// profilers (heaptrack, valgrind's massif) that attribute malloc calls but not mimalloc's.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,8 +1,12 @@
 //! The byte relay behind proxied WebSockets ([`crate::ws_tunnel`]): copies bytes between the
-//! client's pingora [`Session`] and a [`Peer`] until either side ends, and holds **no buffer
-//! while the connection is idle**. (`/ws` and `/agent/ws` in `ws_server.rs` still use their own
-//! duplex pipe and copy loop.)
-//!
+//! client and a [`Peer`] (the upstream's [`TcpPeer`]) until either side ends, and holds **no
+//! buffer while the connection is idle**. After the `101` the client's connection is taken out
+//! of pingora ([`detach`]) and relayed on a task of its own ([`detach::relay`]), so that pingora's
+//! per-request state is freed; [`run`] relays through the pingora [`Session`] when the
+//! connection cannot be taken out (not HTTP/1). (`/ws` and `/agent/ws` in `ws_server.rs` still
+//! use their own duplex pipe and copy loop inside the pingora request: see `bench/RESULTS.md`,
+//! 2026-12-03 14:34, for why they were left as they are.)
+
 //! A WebSocket can stay open and silent for hours, so what an idle one costs is what the gateway
 //! pays per connection. Buffers exist only while bytes flow:
 //!
@@ -22,6 +26,8 @@ use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+pub mod detach;
 
 /// Largest single read from a TCP peer; a burst larger than this is relayed in several chunks.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -84,7 +90,7 @@ pub fn no_body_read_timeout(session: &mut Session) {
 
 /// Lets an HTTP/1 session read its upgraded body without holding pingora's 64 KiB body buffer
 /// while the client is silent.
-fn release_idle_body_buffer(session: &mut Session) {
+pub(crate) fn release_idle_body_buffer(session: &mut Session) {
     if let ServerSession::H1(h1) = session.as_downstream_mut() {
         h1.set_release_idle_body_buffer(true);
     }

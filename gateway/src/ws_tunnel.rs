@@ -40,6 +40,7 @@ use crate::engine::{self, Replay, Stage, Verdict};
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
 use crate::pipeline::{Pipeline, RequestCtx};
+use crate::relay::detach::{self, Detached};
 
 /// Largest upstream response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -174,14 +175,38 @@ pub async fn run(
     {
         return Ok(());
     }
-    pump(session, upstream).await;
+    relay(session, pipeline, ctx, upstream).await;
     Ok(())
 }
 
 /// Copies bytes both ways until either side closes or fails, holding no buffer while the
-/// connection is idle ([`crate::relay`]).
-async fn pump(session: &mut Session, upstream: TcpStream) {
-    crate::relay::run(session, crate::relay::TcpPeer::new(upstream)).await;
+/// connection is idle ([`crate::relay`]). The client's connection is taken out of pingora and
+/// relayed on a task of its own with the request's context, which is finished (access log,
+/// histograms, balancer slot) when the WebSocket ends ([`detach`]).
+async fn relay(
+    session: &mut Session,
+    pipeline: &Pipeline,
+    ctx: &mut RequestCtx,
+    upstream: TcpStream,
+) {
+    let peer = crate::relay::TcpPeer::new(upstream);
+    match detach::detach(session).await {
+        Detached::Client(mut client) => {
+            let mut ctx = detach::take_ctx(pipeline, ctx);
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move {
+                detach::relay(&mut client, peer).await;
+                let bytes = client.bytes_sent();
+                drop(client);
+                pipeline.finish(&mut ctx, StatusCode::SWITCHING_PROTOCOLS.as_u16(), bytes);
+            });
+        }
+        Detached::Ended => {
+            let mut peer = peer;
+            crate::relay::Peer::finish(&mut peer).await;
+        }
+        Detached::Kept => crate::relay::run(session, peer).await,
+    }
 }
 
 /// Serializes the request head as the pipeline left it.

@@ -313,6 +313,12 @@ pub(crate) struct UninitializedStream {
 }
 
 impl UninitializedStream {
+    /// ORCHESTRA PATCH (connection slot): the listener's slot stays with the socket (see
+    /// [`L4Stream::set_connection_slot`]).
+    pub(crate) fn set_connection_slot(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
+        self.l4.set_connection_slot(slot);
+    }
+
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {

@@ -269,13 +269,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
             };
             match new_io {
-                Ok(io) => {
+                Ok(mut io) => {
+                    // ORCHESTRA PATCH (downstream limits, connection slot): the slot is held
+                    // until the connection's socket is closed, by whichever task owns it then.
+                    io.set_connection_slot(slot);
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
-                        // ORCHESTRA PATCH (downstream limits): the slot is held until the
-                        // connection ends.
-                        let _slot = slot;
                         let peer_addr = io.peer_addr();
                         match timeout(handshake_timeout, io.handshake()).await {
                             Ok(handshake) => {

@@ -540,9 +540,19 @@ pub struct Stream {
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
+    // ORCHESTRA PATCH (connection slot): the listener's connection slot, held for as long as
+    // this socket is open (declared last: released after the socket is closed). It travels with
+    // the stream, so a connection the application takes out of its HTTP session (e.g. a
+    // WebSocket relayed on a task of its own after its `101`) still counts against the cap.
+    connection_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Stream {
+    /// ORCHESTRA PATCH (connection slot): holds `slot` until this stream is dropped.
+    pub fn set_connection_slot(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
+        self.connection_slot = slot;
+    }
+
     fn stream(&self) -> &BufferedStream {
         self.stream.as_ref().expect("stream should always be set")
     }
@@ -660,6 +670,7 @@ impl From<TcpStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            connection_slot: None,
         }
     }
 }
@@ -683,6 +694,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            connection_slot: None,
         }
     }
 }
@@ -707,6 +719,7 @@ impl From<UnixStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            connection_slot: None,
         }
     }
 }
