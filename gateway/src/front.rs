@@ -277,7 +277,7 @@ impl ProxyHttp for PingoraFront {
             }
             return Ok(true);
         }
-        if ctx.protocol == Protocol::Ws && ws_tunnel::can_tunnel(ctx) {
+        if ctx.protocol == Protocol::Ws {
             if let Err(e) = ws_tunnel::run(session, &self.pipeline, ctx).await {
                 if session.response_written().is_none() {
                     write_error(session, &self.pipeline, ctx, e).await?;
@@ -370,16 +370,8 @@ impl ProxyHttp for PingoraFront {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        // Upgrades reach this phase only for TLS upstreams (pingora's own upgrade path, see
-        // `ws_tunnel`): pingora cannot replay an upgrade request, so a 5xx is relayed as is.
-        let replay = match ctx.protocol {
-            Protocol::Ws => Replay {
-                idempotent: false,
-                body_replayable: false,
-            },
-            _ => replay(session),
-        };
-        if engine::response_head(&self.pipeline, ctx, status, replay) {
+        // (Upgrades never reach this phase: `ws_tunnel` drives them.)
+        if engine::response_head(&self.pipeline, ctx, status, replay(session)) {
             let mut e = Error::explain(ErrorType::HTTPStatus(status), "retrying upstream status");
             e.set_retry(true);
             return Err(e);

@@ -132,6 +132,20 @@ impl RequestCtx {
             .map(RequestIdentity::request_id_str)
             .unwrap_or("")
     }
+
+    /// Copies the values the context shares with the request head's buffer (`Host`, a request
+    /// id the client sent) into values of their own. A context that outlives its request (a
+    /// WebSocket relay, for hours) would otherwise keep the whole head buffer alive.
+    pub fn unshare_head(&mut self) {
+        if let Some(host) = self.host.take() {
+            self.host = HeaderValue::from_bytes(host.as_bytes()).ok();
+        }
+        if let Some(identity) = self.identity.as_mut() {
+            if let Ok(id) = HeaderValue::from_bytes(identity.request_id.as_bytes()) {
+                identity.request_id = id;
+            }
+        }
+    }
 }
 
 /// A response the gateway produces without an upstream (health endpoints).

@@ -1,11 +1,11 @@
 //! The byte relay behind proxied WebSockets ([`crate::ws_tunnel`]): copies bytes between the
-//! client and a [`Peer`] (the upstream's [`TcpPeer`]) until either side ends, and holds **no
-//! buffer while the connection is idle**. After the `101` the client's connection is taken out
+//! client and a [`Peer`] (the upstream's [`TcpPeer`], or a [`StreamPeer`] over TLS) until either
+//! side ends ([`pump`]), and holds **no buffer while the connection is idle**. After the `101` the client's connection is taken out
 //! of pingora ([`detach`]) and relayed on a task of its own ([`detach::relay`]), so that pingora's
 //! per-request state is freed; [`run`] relays through the pingora [`Session`] when the
-//! connection cannot be taken out (not HTTP/1). (`/ws` and `/agent/ws` in `ws_server.rs` still
-//! use their own duplex pipe and copy loop inside the pingora request: see `bench/RESULTS.md`,
-//! 2026-12-03 14:34, for why they were left as they are.)
+//! connection cannot be taken out (not HTTP/1). `/ws` and `/agent/ws` (`ws_server.rs`) relay
+//! through [`run`] too, between the session and an in-memory pipe to their handler; they stay
+//! inside the pingora request (not detached: see `bench/RESULTS.md`, 2026-12-03 14:34).
 
 //! A WebSocket can stay open and silent for hours, so what an idle one costs is what the gateway
 //! pays per connection. Buffers exist only while bytes flow:
@@ -28,6 +28,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub mod detach;
+mod stream;
+
+pub use stream::StreamPeer;
 
 /// Largest single read from a TCP peer; a burst larger than this is relayed in several chunks.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -48,14 +51,20 @@ pub trait Peer: Send {
 }
 
 /// Copies bytes both ways between `session` (after its `101`) and `peer` until either side
-/// closes or fails. The client ending its side half-closes the peer; the peer ending its side
-/// ends the response (and with it the client connection).
+/// closes or fails, through the session (a connection [`detach`] could not take out).
 pub async fn run<P: Peer>(session: &mut Session, mut peer: P) {
     release_idle_body_buffer(session);
     no_body_read_timeout(session);
+    pump(&mut SessionPeer(session), &mut peer).await;
+}
+
+/// The relay itself: copies bytes both ways between `client` and `peer` until either side
+/// closes or fails. The client ending its side half-closes the peer; the peer ending its side
+/// finishes the client's (and with it the client connection).
+pub async fn pump<C: Peer, P: Peer>(client: &mut C, peer: &mut P) {
     loop {
         tokio::select! {
-            from_client = session.read_request_body() => match from_client {
+            from_client = client.recv() => match from_client {
                 Ok(Some(data)) => {
                     if peer.send(data).await.is_err() {
                         break;
@@ -68,16 +77,40 @@ pub async fn run<P: Peer>(session: &mut Session, mut peer: P) {
             },
             from_peer = peer.recv() => match from_peer {
                 Ok(Some(data)) => {
-                    if session.write_response_body(Some(data), false).await.is_err() {
+                    if client.send(data).await.is_err() {
                         break;
                     }
                 }
                 Ok(None) | Err(_) => {
-                    let _ = session.write_response_body(None, true).await;
+                    client.finish().await;
                     break;
                 }
             },
         }
+    }
+}
+
+/// The client's side of a connection still inside pingora: the upgraded request body in, the
+/// response body out.
+struct SessionPeer<'a>(&'a mut Session);
+
+impl Peer for SessionPeer<'_> {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        self.0
+            .read_request_body()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    async fn send(&mut self, data: Bytes) -> io::Result<()> {
+        self.0
+            .write_response_body(Some(data), false)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.0.write_response_body(None, true).await;
     }
 }
 
@@ -117,24 +150,41 @@ impl TcpPeer {
     /// One read without waiting: `Ok(Some(None))` at the end of the stream, `Ok(None)` when a
     /// read would block (the burst buffer is then released).
     fn try_read(&mut self) -> io::Result<Option<Option<Bytes>>> {
-        let buf = self
-            .burst
-            .get_or_insert_with(|| BytesMut::with_capacity(READ_CHUNK));
-        if buf.capacity() - buf.len() < MIN_READ_ROOM {
-            *buf = BytesMut::with_capacity(READ_CHUNK);
+        let read = match self.stream.try_read_buf(burst_room(&mut self.burst)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            read => Some(read),
+        };
+        take_burst(&mut self.burst, read)
+    }
+}
+
+/// The burst buffer to read into: allocated when the burst starts, replaced when nearly full.
+fn burst_room(burst: &mut Option<BytesMut>) -> &mut BytesMut {
+    let buf = burst.get_or_insert_with(|| BytesMut::with_capacity(READ_CHUNK));
+    if buf.capacity() - buf.len() < MIN_READ_ROOM {
+        *buf = BytesMut::with_capacity(READ_CHUNK);
+    }
+    buf
+}
+
+/// What a read into [`burst_room`] gave (`None`: nothing was ready), as a peer's `try_read`
+/// reports it: `Ok(Some(Some(chunk)))` bytes, `Ok(Some(None))` the end, `Ok(None)` nothing ready.
+/// The buffer is released at the end and when nothing is ready; a chunk keeps its part of the
+/// buffer, and the rest serves the burst's next read.
+fn take_burst(
+    burst: &mut Option<BytesMut>,
+    read: Option<io::Result<usize>>,
+) -> io::Result<Option<Option<Bytes>>> {
+    match read {
+        Some(Ok(0)) => {
+            *burst = None;
+            Ok(Some(None))
         }
-        match self.stream.try_read_buf(buf) {
-            Ok(0) => {
-                self.burst = None;
-                Ok(Some(None))
-            }
-            // The chunk keeps its part of the buffer; the rest serves the burst's next read.
-            Ok(_) => Ok(Some(Some(buf.split().freeze()))),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.burst = None;
-                Ok(None)
-            }
-            Err(e) => Err(e),
+        Some(Ok(_)) => Ok(Some(burst.as_mut().map(|buf| buf.split().freeze()))),
+        Some(Err(e)) => Err(e),
+        None => {
+            *burst = None;
+            Ok(None)
         }
     }
 }

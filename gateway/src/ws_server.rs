@@ -12,19 +12,19 @@
 //!    for another version);
 //! 2. [`serve`] writes the `101` (through the pipeline's response phase, so `x-request-id` and
 //!    the route's plugins apply), joins the session to one end of an in-memory duplex pipe, runs
-//!    `handler` on a task of its own with a `WebSocketStream` over the other end, and copies
-//!    bytes between the session and the pipe until either side closes.
+//!    `handler` on a task of its own with a `WebSocketStream` over the other end, and relays
+//!    bytes between the session and the pipe until either side closes ([`crate::relay::run`],
+//!    the proxied WebSockets' relay: no body buffer nor copy buffer held while idle).
 //!
 //! The handler owns the WebSocket (tungstenite does framing, masking checks, ping/pong and
 //! close); its task ends the connection by dropping the stream.
 
 use std::future::Future;
 
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::DuplexStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -32,6 +32,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
 use crate::pipeline::{Pipeline, RequestCtx};
+use crate::relay::StreamPeer;
 
 /// Bytes buffered in the pipe between the session and the WebSocket, each way.
 pub const PIPE_BUFFER: usize = 64 * 1024;
@@ -145,42 +146,8 @@ where
     let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
     let ws = WebSocketStream::from_raw_socket(theirs, Role::Server, Some(config)).await;
     let task = tokio::spawn(handler(ws));
-    pump(session, ours).await;
+    crate::relay::run(session, StreamPeer::new(ours, None)).await;
     // The session is gone: the handler sees its WebSocket end and winds down on its own.
     drop(task);
     Ok(())
-}
-
-/// Copies bytes between the session and the pipe until either side ends.
-async fn pump(session: &mut Session, pipe: DuplexStream) {
-    crate::relay::no_body_read_timeout(session);
-    let (mut from_ws, mut to_ws) = tokio::io::split(pipe);
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        tokio::select! {
-            from_client = session.read_request_body() => match from_client {
-                Ok(Some(data)) => {
-                    if to_ws.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    let _ = to_ws.shutdown().await;
-                    break;
-                }
-            },
-            from_handler = from_ws.read(&mut buf) => match from_handler {
-                Ok(n) if n > 0 => {
-                    let data = Bytes::copy_from_slice(&buf[..n]);
-                    if session.write_response_body(Some(data), false).await.is_err() {
-                        break;
-                    }
-                }
-                _ => {
-                    let _ = session.write_response_body(None, true).await;
-                    break;
-                }
-            },
-        }
-    }
 }

@@ -20,18 +20,25 @@
 //! through the response phase; on `101` bytes are copied both ways until either side closes,
 //! otherwise the refusal's body is relayed.
 //!
-//! The tunnel connects with a plain `TcpStream` rather than the engine's pooled
-//! `UpstreamClient`: an upgraded connection never returns to a pool, and pingora's stream
+//! The tunnel connects to a cleartext target with a plain `TcpStream` rather than the engine's
+//! pooled `UpstreamClient`: an upgraded connection never returns to a pool, and pingora's stream
 //! carries a read and a write buffer per connection that an idle tunnel would hold for its whole
-//! life, while the relay after `101` waits on the socket's readiness. Upstreams reached over TLS
-//! are proxied by pingora's own upgrade path instead (`front.rs` returns to pingora), where
-//! retries follow the same engine calls from pingora's phases; the issue #946 race applies there.
+//! life, while the relay after `101` waits on the socket's readiness. A TLS target gets a new
+//! transport stream from the same client ([`UpstreamClient::connect_stream`], the peer the
+//! pingora front would use: SNI, certificate checks, connect timeouts), so retries, replays and
+//! the relay follow the same rules whatever the upstream's transport.
+//!
+//! [`UpstreamClient::connect_stream`]: crate::engine::client::UpstreamClient::connect_stream
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::http::ResponseHeader;
+use pingora::protocols::Stream;
 use pingora::proxy::Session;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::engine::classify::{io_error, upstream_error};
@@ -39,8 +46,9 @@ use crate::engine::respond;
 use crate::engine::{self, Replay, Stage, Verdict};
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
-use crate::pipeline::{Pipeline, RequestCtx};
+use crate::pipeline::{Picked, Pipeline, RequestCtx};
 use crate::relay::detach::{self, Detached};
+use crate::relay::{Peer, StreamPeer, TcpPeer};
 
 /// Largest upstream response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -49,36 +57,76 @@ const MAX_REFUSAL_BODY: usize = 1024 * 1024;
 /// Size of each read in the tunnel.
 const CHUNK: usize = 16 * 1024;
 
-/// True when this request's upstream can be tunnelled here (cleartext HTTP/1.1 targets).
-pub fn can_tunnel(ctx: &RequestCtx) -> bool {
-    ctx.upstream().is_some_and(|u| u.tls.is_none())
-}
-
 /// An upstream response head and the bytes read past it.
 type Head = (ResponseHeader, Vec<u8>);
 
+/// The connection to the target: a plain socket, or a TLS transport stream.
+enum Conn {
+    /// A cleartext target.
+    Tcp(TcpStream),
+    /// A TLS target (pingora's transport stream).
+    Tls(Stream),
+}
+
+/// Connects to the picked target (TLS when its upstream says so) within the connect timeout.
+async fn connect(
+    pipeline: &Pipeline,
+    ctx: &RequestCtx,
+    picked: &Picked,
+) -> Result<Conn, Box<pingora::Error>> {
+    let timeouts = picked.upstream.timeouts;
+    if picked.upstream.tls.is_some() {
+        let built;
+        let peer = match ctx
+            .snapshot
+            .peers
+            .get(picked.upstream_index, picked.target_index, true)
+        {
+            Some(peer) => peer,
+            None => {
+                built = crate::upstream::http_peer(&picked.upstream, picked.addr, true);
+                &built
+            }
+        };
+        // pingora bounds the TCP connect and the TLS handshake by the peer's timeouts.
+        let client = pipeline.state().upstream_client();
+        return client.connect_stream(peer).await.map(Conn::Tls);
+    }
+    match tokio::time::timeout(timeouts.connect, TcpStream::connect(picked.addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(Conn::Tcp(s))
+        }
+        Ok(Err(e)) => Err(io_error(&e, true, "connect")),
+        Err(_) => Err(upstream_error(
+            pingora::ErrorType::ConnectTimedout,
+            "connect timed out",
+        )),
+    }
+}
+
 /// Connects to the picked target, sends the head and reads the response head: one attempt.
 async fn attempt(
-    addr: std::net::SocketAddr,
-    timeouts: orchestra_config::Timeouts,
+    pipeline: &Pipeline,
+    ctx: &RequestCtx,
+    picked: &Picked,
     head: &[u8],
-) -> Result<(TcpStream, Head), (Stage, Box<pingora::Error>)> {
-    let connecting = |e: Box<pingora::Error>| (Stage::Connect, e);
-    let mut upstream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(connecting(io_error(&e, true, "connect"))),
-        Err(_) => {
-            let e = upstream_error(pingora::ErrorType::ConnectTimedout, "connect timed out");
-            return Err(connecting(e));
-        }
-    };
-    let _ = upstream.set_nodelay(true);
+) -> Result<(Conn, Head), (Stage, Box<pingora::Error>)> {
+    let mut upstream = connect(pipeline, ctx, picked)
+        .await
+        .map_err(|e| (Stage::Connect, e))?;
     let exchanging = |e: Box<pingora::Error>| (Stage::Exchange, e);
-    if let Err(e) = upstream.write_all(head).await {
+    // A TLS stream buffers writes: the head must be flushed before the answer is awaited.
+    if let Err(e) = async {
+        upstream.write_all(head).await?;
+        upstream.flush().await
+    }
+    .await
+    {
         return Err(exchanging(io_error(&e, false, "write")));
     }
-    match tokio::time::timeout(timeouts.read, read_head(&mut upstream)).await {
+    let read = picked.upstream.timeouts.read;
+    match tokio::time::timeout(read, read_head(&mut upstream)).await {
         Ok(Ok(head)) => Ok((upstream, head)),
         Ok(Err(e)) => Err(exchanging(e)),
         Err(_) => Err(exchanging(upstream_error(
@@ -104,7 +152,7 @@ pub async fn run(
     let (mut upstream, (resp, mut leftover), timeouts) = loop {
         let picked = engine::begin_attempt(ctx).await?;
         let timeouts = picked.upstream.timeouts;
-        match attempt(picked.addr, timeouts, &head).await {
+        match attempt(pipeline, ctx, &picked, &head).await {
             Ok((upstream, (resp, leftover))) => {
                 if engine::response_head(pipeline, ctx, resp.status.as_u16(), replay) {
                     continue;
@@ -175,21 +223,37 @@ pub async fn run(
     {
         return Ok(());
     }
-    relay(session, pipeline, ctx, upstream).await;
+    relay(session, pipeline, ctx, upstream, timeouts.write).await;
     Ok(())
 }
 
 /// Copies bytes both ways until either side closes or fails, holding no buffer while the
-/// connection is idle ([`crate::relay`]). The client's connection is taken out of pingora and
-/// relayed on a task of its own with the request's context, which is finished (access log,
-/// histograms, balancer slot) when the WebSocket ends ([`detach`]).
+/// connection is idle ([`crate::relay`]).
 async fn relay(
     session: &mut Session,
     pipeline: &Pipeline,
     ctx: &mut RequestCtx,
-    upstream: TcpStream,
+    upstream: Conn,
+    write_timeout: std::time::Duration,
 ) {
-    let peer = crate::relay::TcpPeer::new(upstream);
+    match upstream {
+        Conn::Tcp(s) => relay_to(session, pipeline, ctx, TcpPeer::new(s)).await,
+        Conn::Tls(s) => {
+            let peer = StreamPeer::new(s, Some(write_timeout));
+            relay_to(session, pipeline, ctx, peer).await;
+        }
+    }
+}
+
+/// The relay to `peer`: the client's connection is taken out of pingora and relayed on a task
+/// of its own with the request's context, which is finished (access log, histograms, balancer
+/// slot) when the WebSocket ends ([`detach`]).
+async fn relay_to<P: Peer + 'static>(
+    session: &mut Session,
+    pipeline: &Pipeline,
+    ctx: &mut RequestCtx,
+    mut peer: P,
+) {
     match detach::detach(session).await {
         Detached::Client(mut client) => {
             let mut ctx = detach::take_ctx(pipeline, ctx);
@@ -201,10 +265,7 @@ async fn relay(
                 pipeline.finish(&mut ctx, StatusCode::SWITCHING_PROTOCOLS.as_u16(), bytes);
             });
         }
-        Detached::Ended => {
-            let mut peer = peer;
-            crate::relay::Peer::finish(&mut peer).await;
-        }
+        Detached::Ended => peer.finish().await,
         Detached::Kept => crate::relay::run(session, peer).await,
     }
 }
@@ -231,7 +292,7 @@ fn request_head(session: &Session, pipeline: &Pipeline, ctx: &RequestCtx) -> Vec
 }
 
 /// Reads and parses the upstream's response head; returns it with any bytes read past it.
-async fn read_head(upstream: &mut TcpStream) -> Result<Head, Box<pingora::Error>> {
+async fn read_head(upstream: &mut Conn) -> Result<Head, Box<pingora::Error>> {
     use pingora::ErrorType::{ConnectionClosed, InvalidHTTPHeader};
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
@@ -274,6 +335,46 @@ async fn read_head(upstream: &mut TcpStream) -> Result<Head, Box<pingora::Error>
                     format!("invalid upstream response: {e}"),
                 ))
             }
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

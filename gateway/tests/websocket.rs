@@ -118,20 +118,13 @@ async fn upgrade_is_retried_past_a_dead_target() {
         .await
         .expect("gateway");
     for i in 0..6 {
-        let (mut socket, response) =
-            tokio_tungstenite::connect_async(format!("ws://{}/ws?i={i}", gw.http_addr()))
-                .await
-                .unwrap_or_else(|e| panic!("handshake {i} retried past the dead target: {e}"));
-        assert_eq!(response.status(), 101);
-        socket
-            .send(Message::text(format!("m{i}")))
-            .await
-            .expect("send");
-        assert_eq!(
-            next_message(&mut socket).await,
-            Message::text(format!("m{i}"))
-        );
-        socket.close(None).await.expect("close");
+        let url = format!("ws://{}/ws?i={i}", gw.http_addr());
+        ws::echo_once(
+            &url,
+            &format!("m{i}"),
+            &format!("handshake {i} retried past the dead target"),
+        )
+        .await;
     }
 }
 
@@ -150,15 +143,6 @@ async fn upgrade_to_a_dead_target_is_a_json_502() {
         .start()
         .await
         .expect("gateway");
-    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.http_addr()))
-        .await
-        .expect_err("no upgrade through a dead target");
-    let tokio_tungstenite::tungstenite::Error::Http(resp) = err else {
-        panic!("expected an HTTP answer, got {err:?}");
-    };
-    assert_eq!(resp.status(), 502);
-    let body = resp.body().as_deref().expect("JSON body");
-    let json: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+    let json = ws::refused_with_json_502(&format!("ws://{}/ws", gw.http_addr())).await;
     assert_eq!(json["error"]["code"], "UPSTREAM_UNAVAILABLE", "{json}");
-    assert!(resp.headers().get("x-request-id").is_some());
 }

@@ -9,21 +9,26 @@
 //! connect/read/write/idle timeouts, built once per target), so the pool key of a target is
 //! the same whichever front asks.
 //!
-//! The WebSocket tunnel does not pool: an upgraded connection is never reusable, and the tunnel
-//! keeps the plain `TcpStream` (see `ws_tunnel.rs`) so the relay can wait on readiness without
-//! holding pingora's per-connection read/write buffers.
+//! The WebSocket tunnel does not pool: an upgraded connection is never reusable. To a cleartext
+//! target it keeps a plain `TcpStream` (see `ws_tunnel.rs`) so the relay can wait on readiness
+//! without holding pingora's per-connection read/write buffers; to a TLS target it takes a new
+//! transport stream from [`UpstreamClient::connect_stream`], with the same TLS settings (roots,
+//! SNI, certificate checks from the same peer) as the pooled connections.
 
 use std::sync::Arc;
 
 use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
 
 /// pingora's HTTP connector with its connection pools, shared by every front.
 pub struct UpstreamClient {
     connector: Arc<Connector>,
+    /// Unpooled transport streams (TCP + TLS) for upgraded connections.
+    transport: TransportConnector,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -40,10 +45,10 @@ impl UpstreamClient {
             threads: threads.max(1),
             ..ServerConf::default()
         };
+        let options = || Some(ConnectorOptions::from_server_conf(&conf));
         UpstreamClient {
-            connector: Arc::new(Connector::new(Some(ConnectorOptions::from_server_conf(
-                &conf,
-            )))),
+            connector: Arc::new(Connector::new(options())),
+            transport: TransportConnector::new(options()),
         }
     }
 
@@ -57,6 +62,15 @@ impl UpstreamClient {
     pub async fn connect(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
         self.connector
             .get_http_session(peer)
+            .await
+            .map_err(|e| e.into_up())
+    }
+
+    /// A new transport stream to `peer` (TCP, then TLS when the peer says so), never pooled:
+    /// for a connection that will be upgraded. Errors are marked as the upstream's.
+    pub async fn connect_stream(&self, peer: &HttpPeer) -> pingora::Result<Stream> {
+        self.transport
+            .new_stream(peer)
             .await
             .map_err(|e| e.into_up())
     }

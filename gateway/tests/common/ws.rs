@@ -36,3 +36,35 @@ where
         .expect("connection open")
         .expect("valid message")
 }
+
+/// Opens a WebSocket to `url` through the gateway (`101` expected, `what` names the attempt in a
+/// failure), sends `text`, expects it echoed, and closes.
+pub async fn echo_once(url: &str, text: &str, what: &str) {
+    use futures::SinkExt;
+    let (mut socket, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(response.status(), 101, "{what}");
+    socket.send(Message::text(text)).await.expect("send");
+    assert_eq!(
+        next_message(&mut socket).await,
+        Message::text(text),
+        "{what}"
+    );
+    socket.close(None).await.expect("close");
+}
+
+/// Expects the upgrade to `url` refused with the gateway's JSON 502 (with a request id); returns
+/// the JSON body.
+pub async fn refused_with_json_502(url: &str) -> serde_json::Value {
+    let err = tokio_tungstenite::connect_async(url)
+        .await
+        .expect_err("the upgrade is refused");
+    let Error::Http(resp) = err else {
+        panic!("expected an HTTP answer, got {err:?}");
+    };
+    assert_eq!(resp.status(), 502);
+    assert!(resp.headers().get("x-request-id").is_some());
+    let body = resp.body().as_deref().expect("JSON body");
+    serde_json::from_slice(body).expect("JSON")
+}
