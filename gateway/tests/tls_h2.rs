@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::admin::Admin;
 use common::*;
 use testkit::request::get;
 use testkit::tls::SelfSigned;
@@ -52,6 +53,74 @@ async fn https_with_generated_cert_negotiates_h2() {
         .await
         .expect("TLS http/1.1 request");
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+}
+
+/// The value of the counter `name` in a Prometheus exposition.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics:\n{metrics}"))
+}
+
+/// TCP probes of the TLS port (connect, then close) and a client speaking plain HTTP to it fail
+/// their handshakes: each is counted in `orchestra_tls_handshake_failures_total`, none is logged
+/// as an error (a load balancer's TCP health check would otherwise log one per probe), and the
+/// listener keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_tls_handshakes_are_counted_not_logged_as_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = EchoServer::start("a").await.expect("echo");
+    let gw = gateway()
+        .https(true)
+        .admin(true)
+        .config(catch_all_echo(echo.addr()))
+        .start()
+        .await
+        .expect("gateway");
+    let https = gw.https_addr().expect("https listener");
+    let admin = Admin::new(&gw);
+    let name = "orchestra_tls_handshake_failures_total";
+    let before = counter(&admin.metrics().await, name);
+    for _ in 0..3 {
+        drop(
+            tokio::net::TcpStream::connect(https)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut plain = tokio::net::TcpStream::connect(https)
+        .await
+        .expect("connect");
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(WAIT, plain.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the listener closes a non-TLS client");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut now = counter(&admin.metrics().await, name);
+    while now < before + 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        now = counter(&admin.metrics().await, name);
+    }
+    assert!(
+        now >= before + 4,
+        "4 failed handshakes counted: {before} -> {now}"
+    );
+    let stderr = gw.stderr();
+    let logged_as_error = stderr
+        .lines()
+        .filter(|l| l.contains("handshake") && l.contains("ERROR"))
+        .collect::<Vec<_>>();
+    assert!(logged_as_error.is_empty(), "{logged_as_error:#?}");
+    let resp = tls_client(&gw, false)
+        .get(gw.https_url("/after"))
+        .send()
+        .await
+        .expect("TLS request after the probes");
     assert_eq!(resp.status(), 200);
 }
 

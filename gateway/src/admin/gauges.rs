@@ -143,4 +143,15 @@ pub(super) fn append(out: &mut String, state: &GatewayState) {
         "orchestra_access_log_dropped_total {}",
         crate::access_log::dropped()
     );
+    header(
+        out,
+        "orchestra_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes on the TCP listeners that failed, were abandoned or timed out (TCP health checks and scanners included); logged at debug level only.",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_tls_handshake_failures_total {}",
+        pingora::services::listening::handshake_failures()
+    );
 }

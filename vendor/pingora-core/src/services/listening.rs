@@ -43,6 +43,20 @@ use std::time::Duration;
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
 
+// ORCHESTRA PATCH (handshake failures) begin
+static HANDSHAKE_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_handshake_failure() {
+    HANDSHAKE_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Downstream handshakes (TLS) that failed or timed out since the process started, across
+/// every listening service.
+pub fn handshake_failures() -> u64 {
+    HANDSHAKE_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+// ORCHESTRA PATCH (handshake failures) end
+
 /// The type of service that is associated with a list of listening endpoints and a particular application
 pub struct Service<A> {
     name: String,
@@ -282,17 +296,22 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
                                     Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                                        // ORCHESTRA PATCH (handshake failures): a client that
+                                        // abandons or botches its TLS handshake (a TCP health
+                                        // check, a scanner) is counted, and logged at debug
+                                        // level, not as a server error.
+                                        count_handshake_failure();
                                         if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
+                                            debug!("Downstream handshake error from {}: {e}", addr);
                                         } else {
-                                            error!("Downstream handshake error: {e}");
+                                            debug!("Downstream handshake error: {e}");
                                         }
                                     }
                                 }
                             }
                             Err(_) => {
-                                error!("Downstream handshake timeout");
+                                count_handshake_failure();
+                                debug!("Downstream handshake timeout");
                             }
                         }
                     });
