@@ -3,9 +3,9 @@
 //! side ends ([`pump`]), and holds **no buffer while the connection is idle**. After the `101` the client's connection is taken out
 //! of pingora ([`detach`]) and relayed on a task of its own ([`detach::relay`]), so that pingora's
 //! per-request state is freed; [`run`] relays through the pingora [`Session`] when the
-//! connection cannot be taken out (not HTTP/1). `/ws` and `/agent/ws` (`ws_server.rs`) relay
-//! through [`run`] too, between the session and an in-memory pipe to their handler; they stay
-//! inside the pingora request (not detached: see `bench/RESULTS.md`, 2026-12-03 14:34).
+//! connection cannot be taken out (not HTTP/1). `/ws` and `/agent/ws` (`ws_server.rs`) are
+//! relayed the same way ([`detach::hand_off`]), between the client and an in-memory pipe to
+//! their handler.
 
 //! A WebSocket can stay open and silent for hours, so what an idle one costs is what the gateway
 //! pays per connection. Buffers exist only while bytes flow:

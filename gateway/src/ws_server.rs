@@ -13,8 +13,9 @@
 //! 2. [`serve`] writes the `101` (through the pipeline's response phase, so `x-request-id` and
 //!    the route's plugins apply), joins the session to one end of an in-memory duplex pipe, runs
 //!    `handler` on a task of its own with a `WebSocketStream` over the other end, and relays
-//!    bytes between the session and the pipe until either side closes ([`crate::relay::run`],
-//!    the proxied WebSockets' relay: no body buffer nor copy buffer held while idle).
+//!    bytes between the client and the pipe until either side closes — out of pingora, like a
+//!    proxied WebSocket ([`crate::relay::detach::hand_off`]: no pingora request state, no body
+//!    or copy buffer held while idle; the access log line is written when the WebSocket ends).
 //!
 //! The handler owns the WebSocket (tungstenite does framing, masking checks, ping/pong and
 //! close); its task ends the connection by dropping the stream.
@@ -99,7 +100,7 @@ pub fn check(req: &pingora::http::RequestHeader) -> Result<String, UpgradeError>
 pub async fn serve<F, Fut>(
     session: &mut Session,
     pipeline: &Pipeline,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     protocol: Option<&str>,
     config: WebSocketConfig,
     handler: F,
@@ -145,9 +146,8 @@ where
     }
     let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
     let ws = WebSocketStream::from_raw_socket(theirs, Role::Server, Some(config)).await;
-    let task = tokio::spawn(handler(ws));
-    crate::relay::run(session, StreamPeer::new(ours, None)).await;
-    // The session is gone: the handler sees its WebSocket end and winds down on its own.
-    drop(task);
+    // The handler ends on its own when its WebSocket does (the relay closes the pipe).
+    tokio::spawn(handler(ws));
+    crate::relay::detach::hand_off(session, pipeline, ctx, StreamPeer::new(ours, None)).await;
     Ok(())
 }

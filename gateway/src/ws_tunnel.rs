@@ -47,8 +47,8 @@ use crate::engine::{self, Replay, Stage, Verdict};
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
 use crate::pipeline::{Picked, Pipeline, RequestCtx};
-use crate::relay::detach::{self, Detached};
-use crate::relay::{Peer, StreamPeer, TcpPeer};
+use crate::relay::detach;
+use crate::relay::{StreamPeer, TcpPeer};
 
 /// Largest upstream response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -228,7 +228,7 @@ pub async fn run(
 }
 
 /// Copies bytes both ways until either side closes or fails, holding no buffer while the
-/// connection is idle ([`crate::relay`]).
+/// connection is idle ([`crate::relay`]), out of pingora ([`detach::hand_off`]).
 async fn relay(
     session: &mut Session,
     pipeline: &Pipeline,
@@ -237,36 +237,11 @@ async fn relay(
     write_timeout: std::time::Duration,
 ) {
     match upstream {
-        Conn::Tcp(s) => relay_to(session, pipeline, ctx, TcpPeer::new(s)).await,
+        Conn::Tcp(s) => detach::hand_off(session, pipeline, ctx, TcpPeer::new(s)).await,
         Conn::Tls(s) => {
             let peer = StreamPeer::new(s, Some(write_timeout));
-            relay_to(session, pipeline, ctx, peer).await;
+            detach::hand_off(session, pipeline, ctx, peer).await;
         }
-    }
-}
-
-/// The relay to `peer`: the client's connection is taken out of pingora and relayed on a task
-/// of its own with the request's context, which is finished (access log, histograms, balancer
-/// slot) when the WebSocket ends ([`detach`]).
-async fn relay_to<P: Peer + 'static>(
-    session: &mut Session,
-    pipeline: &Pipeline,
-    ctx: &mut RequestCtx,
-    mut peer: P,
-) {
-    match detach::detach(session).await {
-        Detached::Client(mut client) => {
-            let mut ctx = detach::take_ctx(pipeline, ctx);
-            let pipeline = pipeline.clone();
-            tokio::spawn(async move {
-                detach::relay(&mut client, peer).await;
-                let bytes = client.bytes_sent();
-                drop(client);
-                pipeline.finish(&mut ctx, StatusCode::SWITCHING_PROTOCOLS.as_u16(), bytes);
-            });
-        }
-        Detached::Ended => peer.finish().await,
-        Detached::Kept => crate::relay::run(session, peer).await,
     }
 }
 

@@ -12,10 +12,19 @@
 //! Keeping pingora's request alive for the session again, or a per-connection buffer of a few
 //! KiB held while idle, fails it.
 //!
+//! The gateway's own realtime `/ws` (`serve = "realtime"`, each client authenticated and
+//! subscribed to agent updates) is held the same way: it leaves pingora after its `101` too, and
+//! an idle one keeps its handler's tasks, subscriptions and tungstenite's read buffer;
+//! `bench/ws-idle` measured 19.7 KiB per connection at 2,000 (release build; 72 KiB inside the
+//! pingora request, 152 KiB with pingora's body buffer and a copy buffer held). Its bound is
+//! [`REALTIME_BOUND_PER_CONNECTION`].
+//!
 //! Only the gateway's memory is read (`/proc/<child pid>/status`); the clients and the upstream
-//! live in this process. TCP socket buffers are kernel memory and are not in RSS.
+//! live in this process. TCP socket buffers are kernel memory and are not in RSS. The two tests
+//! run one at a time ([`ONE_AT_A_TIME`]).
 
 mod common;
+mod realtime_support;
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +38,10 @@ use tokio_tungstenite::tungstenite::Message;
 const CONNECTIONS: usize = 2_000;
 /// The bound per idle proxied WebSocket (issue 14's goal; see the module docs).
 const BOUND_PER_CONNECTION: u64 = 16 * 1024;
+/// The bound per idle realtime `/ws` client (see the module docs).
+const REALTIME_BOUND_PER_CONNECTION: u64 = 40 * 1024;
+/// The memory tests run one at a time: each holds thousands of sockets and reads a process's RSS.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Connections opened before the first reading (and closed again), so that memory the gateway
 /// allocates once (worker pools, allocator pages of the first connections) is not counted.
 const WARM_UP: usize = 100;
@@ -122,6 +135,7 @@ async fn open(url: &str, n: usize) -> Vec<Socket> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_proxied_websocket_costs_at_most_16_kib_of_gateway_memory() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     raise_fd_limit();
     let (_ws, gw) = common::ws::echo_gateway(gateway().threads(2)).await;
     let url = format!("ws://{}/ws", gw.http_addr());
@@ -166,4 +180,69 @@ async fn an_idle_proxied_websocket_costs_at_most_16_kib_of_gateway_memory() {
     for mut s in sockets {
         let _ = s.close(None).await;
     }
+}
+
+/// Opens `n` realtime clients (user `u{i}`), each subscribed to agent updates by an
+/// `agents:list` answered in full.
+async fn open_realtime(url: &str, n: usize) -> Vec<realtime_support::Ws> {
+    use realtime_support::{token, Carrier, Ws};
+    let gate = std::sync::Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let gate = std::sync::Arc::clone(&gate);
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let _slot = gate.acquire_owned().await.expect("semaphore");
+            let user = format!("u{i}");
+            let mut ws = Ws::connect(&url, Carrier::Header(&token(&user)))
+                .await
+                .unwrap_or_else(|e| panic!("realtime client {i} connects: {e}"));
+            let id = ws.send("agents:list", serde_json::json!({})).await;
+            assert_eq!(ws.reply(&id).await["type"], "agents:updated");
+            ws
+        }));
+    }
+    let mut clients = Vec::with_capacity(n);
+    for t in tasks {
+        clients.push(t.await.expect("open task"));
+    }
+    clients
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_realtime_websocket_costs_at_most_40_kib_of_gateway_memory() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    raise_fd_limit();
+    let stack = realtime_support::Stack::start(realtime_support::Opts {
+        agents: Vec::new(),
+        ..Default::default()
+    })
+    .await;
+    let url = stack.ws_url();
+    let pid = stack.gw.pid();
+
+    let warm = open_realtime(&url, WARM_UP).await;
+    drop(warm);
+    let before = settled_rss(pid).await;
+    let mut clients = open_realtime(&url, CONNECTIONS).await;
+    let after = settled_rss(pid).await;
+
+    // Every client is still served: one more request on a sample of them.
+    for (i, ws) in clients.iter_mut().enumerate().step_by(97) {
+        let id = ws.send("agents:list", serde_json::json!({})).await;
+        assert_eq!(ws.reply(&id).await["type"], "agents:updated", "client {i}");
+    }
+
+    let per_connection = after.saturating_sub(before) / CONNECTIONS as u64;
+    eprintln!(
+        "gateway VmRSS before {} KiB, after {CONNECTIONS} idle realtime clients {} KiB: {} bytes each",
+        before / 1024,
+        after / 1024,
+        per_connection
+    );
+    assert!(
+        per_connection <= REALTIME_BOUND_PER_CONNECTION,
+        "an idle realtime /ws client costs the gateway {per_connection} bytes (bound \
+         {REALTIME_BOUND_PER_CONNECTION}); VmRSS {before} -> {after} for {CONNECTIONS} clients"
+    );
 }

@@ -26,6 +26,7 @@ use pingora::proxy::Session;
 
 use super::{Peer, StreamPeer};
 use crate::pipeline::{Pipeline, Protocol, RequestCtx};
+use http::StatusCode;
 
 /// The request pingora's session is left with: parsed, then finished without a response.
 const PLACEHOLDER_HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: detached.invalid\r\n\r\n";
@@ -101,4 +102,30 @@ pub async fn relay<P: Peer>(client: &mut StreamPeer, mut peer: P) {
         return;
     }
     super::pump(client, &mut peer).await;
+}
+
+/// Relays an upgraded connection (after its `101`) to `peer`: the client's connection is taken
+/// out of pingora and relayed on a task of its own with the request's context, which is
+/// finished (access log, histograms, balancer slot) when the WebSocket ends; a connection that
+/// cannot be taken out is relayed through the session ([`super::run`]).
+pub async fn hand_off<P: Peer + 'static>(
+    session: &mut Session,
+    pipeline: &Pipeline,
+    ctx: &mut RequestCtx,
+    mut peer: P,
+) {
+    match detach(session).await {
+        Detached::Client(mut client) => {
+            let mut ctx = take_ctx(pipeline, ctx);
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move {
+                relay(&mut client, peer).await;
+                let bytes = client.bytes_sent();
+                drop(client);
+                pipeline.finish(&mut ctx, StatusCode::SWITCHING_PROTOCOLS.as_u16(), bytes);
+            });
+        }
+        Detached::Ended => peer.finish().await,
+        Detached::Kept => super::run(session, peer).await,
+    }
 }
