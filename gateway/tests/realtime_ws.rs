@@ -23,6 +23,18 @@ async fn ten_thousand_lines_arrive_complete_and_in_order_and_a_rejoin_with_since
         .expect("task_id")
         .to_string();
 
+    // The starting client reads the stream as it comes (a client that stops reading is cut
+    // once its send queue fills, by design: this test is not about how much the gateway buffers
+    // for one).
+    let watch_a = {
+        let task = task.clone();
+        tokio::spawn(async move {
+            let mut seen_a = Seen::default();
+            watch_ws(&mut a, &task, &mut seen_a, None).await;
+            seen_a
+        })
+    };
+
     // A second client of the same user joins the session, reads part of the stream, leaves
     // mid-stream, and rejoins with `since`.
     let mut b = stack.ws_user("alice").await;
@@ -42,8 +54,7 @@ async fn ten_thousand_lines_arrive_complete_and_in_order_and_a_rejoin_with_since
     assert_eq!(b.reply(&id).await["type"], "session:joined");
     watch_ws(&mut b, &task, &mut seen_b, None).await;
 
-    let mut seen_a = Seen::default();
-    watch_ws(&mut a, &task, &mut seen_a, None).await;
+    let seen_a = watch_a.await.expect("client a's reader");
     seen_a.assert_complete(10_000);
     seen_b.assert_complete(10_000);
     assert_eq!(seen_a.seqs, seen_b.seqs);
