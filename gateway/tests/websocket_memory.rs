@@ -97,15 +97,36 @@ fn raise_fd_limit() {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens `n` WebSockets through the gateway; each sends one message and waits for its echo.
-async fn open(url: &str, n: usize) -> Vec<Socket> {
+/// Runs `open(i)` for `i` in `0..n`, at most [`OPEN_CONCURRENCY`] at once; the opened clients in
+/// order.
+async fn open_all<T, F, Fut>(n: usize, open: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
     let gate = std::sync::Arc::new(Semaphore::new(OPEN_CONCURRENCY));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let gate = std::sync::Arc::clone(&gate);
-        let url = url.to_string();
+        let opening = open(i);
         tasks.push(tokio::spawn(async move {
             let _slot = gate.acquire_owned().await.expect("semaphore");
+            opening.await
+        }));
+    }
+    let mut opened = Vec::with_capacity(n);
+    for t in tasks {
+        opened.push(t.await.expect("open task"));
+    }
+    opened
+}
+
+/// Opens `n` WebSockets through the gateway; each sends one message and waits for its echo.
+async fn open(url: &str, n: usize) -> Vec<Socket> {
+    open_all(n, |i| {
+        let url = url.to_string();
+        async move {
             let (mut socket, _) =
                 tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
                     .await
@@ -124,13 +145,25 @@ async fn open(url: &str, n: usize) -> Vec<Socket> {
                 .expect("valid message");
             assert_eq!(echo, Message::text(hello));
             socket
-        }));
-    }
-    let mut sockets = Vec::with_capacity(n);
-    for t in tasks {
-        sockets.push(t.await.expect("open task"));
-    }
-    sockets
+        }
+    })
+    .await
+}
+
+/// The gateway's RSS growth per connection between `before` and `after`, printed, and checked
+/// against `bound`.
+fn assert_per_connection(what: &str, before: u64, after: u64, bound: u64) {
+    let per_connection = after.saturating_sub(before) / CONNECTIONS as u64;
+    eprintln!(
+        "gateway VmRSS before {} KiB, after {CONNECTIONS} {what} {} KiB: {per_connection} bytes each",
+        before / 1024,
+        after / 1024,
+    );
+    assert!(
+        per_connection <= bound,
+        "each of {CONNECTIONS} {what} costs the gateway {per_connection} bytes (bound {bound}); \
+         VmRSS {before} -> {after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,17 +197,11 @@ async fn an_idle_proxied_websocket_costs_at_most_16_kib_of_gateway_memory() {
         assert_eq!(echo, Message::text(format!("still here {i}")));
     }
 
-    let per_connection = after.saturating_sub(before) / CONNECTIONS as u64;
-    eprintln!(
-        "gateway VmRSS before {} KiB, after {CONNECTIONS} idle WebSockets {} KiB: {} bytes each",
-        before / 1024,
-        after / 1024,
-        per_connection
-    );
-    assert!(
-        per_connection <= BOUND_PER_CONNECTION,
-        "an idle proxied WebSocket costs the gateway {per_connection} bytes (bound \
-         {BOUND_PER_CONNECTION}); VmRSS {before} -> {after} for {CONNECTIONS} connections"
+    assert_per_connection(
+        "idle proxied WebSockets",
+        before,
+        after,
+        BOUND_PER_CONNECTION,
     );
 
     for mut s in sockets {
@@ -186,27 +213,18 @@ async fn an_idle_proxied_websocket_costs_at_most_16_kib_of_gateway_memory() {
 /// `agents:list` answered in full.
 async fn open_realtime(url: &str, n: usize) -> Vec<realtime_support::Ws> {
     use realtime_support::{token, Carrier, Ws};
-    let gate = std::sync::Arc::new(Semaphore::new(OPEN_CONCURRENCY));
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let gate = std::sync::Arc::clone(&gate);
+    open_all(n, |i| {
         let url = url.to_string();
-        tasks.push(tokio::spawn(async move {
-            let _slot = gate.acquire_owned().await.expect("semaphore");
-            let user = format!("u{i}");
-            let mut ws = Ws::connect(&url, Carrier::Header(&token(&user)))
+        async move {
+            let mut ws = Ws::connect(&url, Carrier::Header(&token(&format!("u{i}"))))
                 .await
                 .unwrap_or_else(|e| panic!("realtime client {i} connects: {e}"));
             let id = ws.send("agents:list", serde_json::json!({})).await;
             assert_eq!(ws.reply(&id).await["type"], "agents:updated");
             ws
-        }));
-    }
-    let mut clients = Vec::with_capacity(n);
-    for t in tasks {
-        clients.push(t.await.expect("open task"));
-    }
-    clients
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,16 +251,10 @@ async fn an_idle_realtime_websocket_costs_at_most_40_kib_of_gateway_memory() {
         assert_eq!(ws.reply(&id).await["type"], "agents:updated", "client {i}");
     }
 
-    let per_connection = after.saturating_sub(before) / CONNECTIONS as u64;
-    eprintln!(
-        "gateway VmRSS before {} KiB, after {CONNECTIONS} idle realtime clients {} KiB: {} bytes each",
-        before / 1024,
-        after / 1024,
-        per_connection
-    );
-    assert!(
-        per_connection <= REALTIME_BOUND_PER_CONNECTION,
-        "an idle realtime /ws client costs the gateway {per_connection} bytes (bound \
-         {REALTIME_BOUND_PER_CONNECTION}); VmRSS {before} -> {after} for {CONNECTIONS} clients"
+    assert_per_connection(
+        "idle realtime /ws clients",
+        before,
+        after,
+        REALTIME_BOUND_PER_CONNECTION,
     );
 }
