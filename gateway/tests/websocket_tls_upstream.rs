@@ -119,3 +119,39 @@ async fn an_unverifiable_tls_target_is_a_json_502() {
     );
     assert_eq!(ws.requests().count(), 0, "no request reached the upstream");
 }
+
+/// A TLS target that accepts TCP but never answers the handshake: the attempt ends at the
+/// upstream's connect timeout (pingora bounds the TLS handshake by it) and the client gets the
+/// JSON 502 of a connect failure, not a hung upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_target_that_never_handshakes_is_a_json_502_after_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Accepts and holds every connection without a byte.
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            sockets.push(s);
+        }
+    });
+    let gw = start(format!(
+        "{}{}",
+        upstream(
+            "silent",
+            &[addr],
+            &format!("{TLS_UNVERIFIED}\ntimeouts = {{ connect = \"300ms\" }}")
+        ),
+        route("ws", "path = \"/ws\"", "silent", "")
+    ))
+    .await;
+    let answer = tokio::time::timeout(
+        WAIT,
+        ws::refused_with_json_502(&format!("ws://{}/ws", gw.http_addr())),
+    )
+    .await
+    .expect("an answer, not a hung upgrade");
+    assert_eq!(answer["error"]["code"], "UPSTREAM_UNAVAILABLE", "{answer}");
+    held.abort();
+}
