@@ -33,7 +33,6 @@ use crate::engine::respond::{self, LocalWriter};
 use crate::engine::{self, DownstreamLimits, Replay, Stage, Verdict};
 use crate::error::GatewayError;
 use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme, Upgrade, ADDED_REQUEST_HEADERS};
-use crate::upstream::http_peer;
 use crate::ws_tunnel;
 
 /// The pingora-facing proxy; one instance serves every listener.
@@ -315,17 +314,9 @@ impl ProxyHttp for PingoraFront {
         match engine::begin_attempt(ctx).await {
             Ok(p) => {
                 let upgrade = session.is_upgrade_req();
-                // The peer built when the config was applied; building one here is the fallback.
-                Ok(
-                    match ctx
-                        .snapshot
-                        .peers
-                        .get(p.upstream_index, p.target_index, upgrade)
-                    {
-                        Some(peer) => Box::new(peer.clone()),
-                        None => http_peer(&p.upstream, p.addr, upgrade),
-                    },
-                )
+                Ok(Box::new(
+                    ctx.snapshot.peers.peer_for(&p, upgrade).into_owned(),
+                ))
             }
             Err(e) => {
                 let status = e.status().as_u16();

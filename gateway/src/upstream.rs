@@ -3,22 +3,22 @@
 //! pingora pools connections per peer (address, TLS name and options), so every request to the
 //! same target of an unchanged upstream reuses idle connections from one pool. The peers of every
 //! target are built once, when a config is applied ([`PeerIndex`], kept in
-//! [`crate::state::Live`]); a request clones its target's prebuilt peer.
+//! [`crate::state::Live`]); every front takes its attempt's peer from there
+//! ([`PeerIndex::peer_for`]).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use orchestra_config::{Snapshot, Upstream, UpstreamProtocol};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::pipeline::Picked;
+
 /// Builds the peer for one attempt to `addr` of `upstream`.
 ///
 /// `upgrade` marks a WebSocket (or other HTTP/1.1 upgrade) request: it must go over HTTP/1.1 and
 /// has no read timeout once upgraded, since a tunnel may stay quiet for long stretches.
-pub fn http_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> Box<HttpPeer> {
-    Box::new(build_peer(upstream, addr, upgrade))
-}
-
 fn build_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> HttpPeer {
     let (tls, sni) = match &upstream.tls {
         Some(t) if t.sni.is_empty() => (true, addr.ip().to_string()),
@@ -75,5 +75,15 @@ impl PeerIndex {
             .get(upstream)?
             .get(target)
             .map(|p| &p[usize::from(upgrade)])
+    }
+
+    /// The peer every front uses for an attempt to `picked`'s target: the one built when the
+    /// config was applied, or — for a target this index does not hold — one built now by the
+    /// same builder, so the pool key is the same whichever front asks.
+    pub fn peer_for(&self, picked: &Picked, upgrade: bool) -> Cow<'_, HttpPeer> {
+        match self.get(picked.upstream_index, picked.target_index, upgrade) {
+            Some(peer) => Cow::Borrowed(peer),
+            None => Cow::Owned(build_peer(&picked.upstream, picked.addr, upgrade)),
+        }
     }
 }

@@ -76,21 +76,10 @@ async fn connect(
 ) -> Result<Conn, Box<pingora::Error>> {
     let timeouts = picked.upstream.timeouts;
     if picked.upstream.tls.is_some() {
-        let built;
-        let peer = match ctx
-            .snapshot
-            .peers
-            .get(picked.upstream_index, picked.target_index, true)
-        {
-            Some(peer) => peer,
-            None => {
-                built = crate::upstream::http_peer(&picked.upstream, picked.addr, true);
-                &built
-            }
-        };
         // pingora bounds the TCP connect and the TLS handshake by the peer's timeouts.
+        let peer = ctx.snapshot.peers.peer_for(picked, true);
         let client = pipeline.state().upstream_client();
-        return client.connect_stream(peer).await.map(Conn::Tls);
+        return client.connect_stream(&peer).await.map(Conn::Tls);
     }
     match tokio::time::timeout(timeouts.connect, TcpStream::connect(picked.addr)).await {
         Ok(Ok(s)) => {

@@ -31,7 +31,6 @@ use crate::engine::respond::{self, LocalWriter, Sent};
 use crate::engine::{self, DownstreamLimits, Replay, Stage, Verdict};
 use crate::error::GatewayError;
 use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme};
-use crate::upstream::http_peer;
 
 /// The send half of a request stream.
 pub type H3Send = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
@@ -346,12 +345,14 @@ impl H3Front {
         head_only: bool,
     ) -> Sent {
         let client = self.client();
+        // The snapshot's prebuilt peers, held apart from `ctx` (which each attempt updates).
+        let live = Arc::clone(&ctx.snapshot);
         loop {
             let picked = match engine::begin_attempt(ctx).await {
                 Ok(p) => p,
                 Err(e) => return self.write_error(send, ctx, e, head_only).await,
             };
-            let peer = http_peer(&picked.upstream, picked.addr, false);
+            let peer = live.peers.peer_for(&picked, false);
             let replay = |body: &RequestBody| Replay {
                 idempotent: method.is_idempotent(),
                 body_replayable: body.untouched() || body.known_empty(),
