@@ -1,20 +1,22 @@
-//! The byte relay behind proxied WebSockets ([`crate::ws_tunnel`]): copies bytes between the
-//! client and a [`Peer`] (the upstream's [`TcpPeer`], or a [`StreamPeer`] over TLS) until either
-//! side ends ([`pump`]), and holds **no buffer while the connection is idle**. After the `101` the client's connection is taken out
-//! of pingora ([`detach`]) and relayed on a task of its own ([`detach::relay`]), so that pingora's
-//! per-request state is freed; [`run`] relays through the pingora [`Session`] when the
-//! connection cannot be taken out (not HTTP/1). `/ws` and `/agent/ws` (`ws_server.rs`) are
-//! relayed the same way ([`detach::hand_off`]), between the client and an in-memory pipe to
-//! their handler.
-
+//! The byte relay behind every WebSocket the gateway carries: copies bytes between the client
+//! and a [`Peer`] until either side ends ([`pump`]), and holds **no buffer while the connection
+//! is idle**. The peer is the upstream of a proxied WebSocket ([`crate::ws_tunnel`]: a
+//! [`TcpPeer`], or a [`StreamPeer`] over TLS) or the in-memory pipe to the handler of `/ws` and
+//! `/agent/ws` (`ws_server.rs`). After the `101` the client's connection is taken out of pingora
+//! and relayed on a task of its own ([`detach::hand_off`]), so that pingora's per-request state
+//! is freed; [`run`] relays through the pingora [`Session`] when the connection cannot be taken
+//! out (not HTTP/1).
+//!
 //! A WebSocket can stay open and silent for hours, so what an idle one costs is what the gateway
 //! pays per connection. Buffers exist only while bytes flow:
 //!
-//! - client → peer: the session reads with pingora's body buffer released between bursts
-//!   (`ORCHESTRA PATCH (idle body buffer)` in `vendor/pingora-core`, switched on by [`run`]); each
-//!   burst arrives as one [`Bytes`] handed to the peer as is;
+//! - client → peer: a client taken out of pingora is read as a [`StreamPeer`] (a one-byte wait,
+//!   then a buffer kept for the burst); one still inside pingora reads with pingora's body buffer
+//!   released between bursts (`ORCHESTRA PATCH (idle body buffer)` in `vendor/pingora-core`,
+//!   switched on by [`run`]); each burst is handed to the peer as one [`Bytes`];
 //! - peer → client: a TCP upstream is awaited with [`TcpStream::readable`] (no buffer), then read
-//!   into a buffer kept for the burst and dropped as soon as a read would block ([`TcpPeer`]).
+//!   into a buffer kept for the burst and dropped as soon as a read would block ([`TcpPeer`]); a
+//!   TLS upstream or the handler's pipe is read as a [`StreamPeer`].
 //!
 //! Each chunk goes to the client as the `Bytes` it was read into: no copy on the way.
 

@@ -35,7 +35,7 @@ use crate::front::PingoraResponseHeaders;
 use crate::pipeline::{Pipeline, RequestCtx};
 use crate::relay::StreamPeer;
 
-/// Bytes buffered in the pipe between the session and the WebSocket, each way.
+/// Bytes buffered in the pipe between the client's relay and the WebSocket, each way.
 pub const PIPE_BUFFER: usize = 64 * 1024;
 
 /// Why an upgrade request was refused.

@@ -4,12 +4,12 @@
 //! While pingora drives a connection, its task holds the whole request: the proxy's boxed phase
 //! futures, the [`Session`] (the request head's read buffer, the parsed request and response
 //! headers, the body reader and writer, digests) and the gateway's [`RequestCtx`]. For a
-//! WebSocket that stays open for hours none of that is needed after the `101`. [`detach`]
+//! WebSocket that stays open for hours none of that is needed after the `101`. [`hand_off`]
 //! takes the client's transport stream out of the session (leaving pingora a parsed placeholder
-//! request over an empty in-memory stream, which it finishes and drops at once), and the caller
-//! runs [`relay`] on a task of its own with the request's context moved there
-//! ([`take_ctx`]); the access log line and the histograms are written when the WebSocket ends,
-//! as before, and `front.rs`'s `logging` skips the placeholder ([`is_placeholder`]).
+//! request over an empty in-memory stream, which it finishes and drops at once) and relays it on
+//! a task of its own with the request's context moved there; the access log line and the
+//! histograms are written when the WebSocket ends, as before, and `front.rs`'s `logging` skips
+//! the placeholder ([`is_placeholder`]).
 //!
 //! The listener's connection slot (`server.max_connections`) travels with the socket
 //! (`ORCHESTRA PATCH (connection slot)` in `vendor/pingora-core`), so a detached WebSocket still
@@ -21,19 +21,19 @@
 use std::io::Cursor;
 
 use futures::FutureExt;
+use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 
 use super::{Peer, StreamPeer};
 use crate::pipeline::{Pipeline, Protocol, RequestCtx};
-use http::StatusCode;
 
 /// The request pingora's session is left with: parsed, then finished without a response.
 const PLACEHOLDER_HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: detached.invalid\r\n\r\n";
 
 /// What [`detach`] did.
 #[derive(Debug)]
-pub enum Detached {
+enum Detached {
     /// The client's connection, out of pingora.
     Client(StreamPeer),
     /// The client has already closed (or failed): nothing to relay.
@@ -44,7 +44,7 @@ pub enum Detached {
 
 /// Takes the client's connection out of `session` after its `101` (the response head and any
 /// bytes already written are flushed by the peer's first write or by [`StreamPeer::flush`]).
-pub async fn detach(session: &mut Session) -> Detached {
+async fn detach(session: &mut Session) -> Detached {
     if !matches!(session.as_downstream(), ServerSession::H1(_)) {
         return Detached::Kept;
     }
@@ -82,26 +82,17 @@ pub async fn detach(session: &mut Session) -> Detached {
 /// Moves the request's context out for the relay task, leaving pingora a placeholder that
 /// `logging` recognises ([`is_placeholder`]) and does not record; the taken context stops
 /// sharing the request head's buffer ([`RequestCtx::unshare_head`]).
-pub fn take_ctx(pipeline: &Pipeline, ctx: &mut RequestCtx) -> RequestCtx {
+fn take_ctx(pipeline: &Pipeline, ctx: &mut RequestCtx) -> RequestCtx {
     let mut taken = std::mem::replace(ctx, pipeline.begin(Protocol::Ws));
     taken.unshare_head();
     taken
 }
 
-/// True for the context [`take_ctx`] leaves behind: a WebSocket that never went through
+/// True for the context [`hand_off`] leaves pingora: a WebSocket that never went through
 /// [`Pipeline::admit`] (every admitted request has its identity; only admitted requests are
 /// marked [`Protocol::Ws`]).
 pub fn is_placeholder(ctx: &RequestCtx) -> bool {
     ctx.protocol == Protocol::Ws && ctx.identity.is_none()
-}
-
-/// Copies bytes both ways between a detached `client` and `peer` until either side closes or
-/// fails ([`super::pump`], after flushing what the session left unwritten).
-pub async fn relay<P: Peer>(client: &mut StreamPeer, mut peer: P) {
-    if client.flush().await.is_err() {
-        return;
-    }
-    super::pump(client, &mut peer).await;
 }
 
 /// Relays an upgraded connection (after its `101`) to `peer`: the client's connection is taken
@@ -119,7 +110,10 @@ pub async fn hand_off<P: Peer + 'static>(
             let mut ctx = take_ctx(pipeline, ctx);
             let pipeline = pipeline.clone();
             tokio::spawn(async move {
-                relay(&mut client, peer).await;
+                // What the session left unwritten (the `101`, early bytes) goes first.
+                if client.flush().await.is_ok() {
+                    super::pump(&mut client, &mut peer).await;
+                }
                 let bytes = client.bytes_sent();
                 drop(client);
                 pipeline.finish(&mut ctx, StatusCode::SWITCHING_PROTOCOLS.as_u16(), bytes);
