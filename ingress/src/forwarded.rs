@@ -102,12 +102,18 @@ pub fn set_forwarded(
     }
 }
 
-/// The address as `X-Forwarded-For` spells it (`Display`), written without the formatter for
-/// IPv4, the common case on the request path.
+/// The address as `X-Forwarded-For` spells it (`Display`).
 fn ip_text(ip: IpAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(15);
+    write_ip(&mut out, ip);
+    out
+}
+
+/// Appends `ip` as its `Display` spells it, written without the formatter for IPv4 (the common
+/// case on the request path: `X-Forwarded-For`, the access log's target).
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            let mut out = Vec::with_capacity(15);
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push(b'.');
@@ -120,9 +126,8 @@ fn ip_text(ip: IpAddr) -> Vec<u8> {
                 }
                 out.push(b'0' + octet % 10);
             }
-            out
         }
-        IpAddr::V6(_) => ip.to_string().into_bytes(),
+        IpAddr::V6(_) => out.extend_from_slice(ip.to_string().as_bytes()),
     }
 }
 

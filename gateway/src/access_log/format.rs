@@ -132,12 +132,7 @@ fn padded(out: &mut Vec<u8>, n: u64, width: usize) {
 fn socket_addr(out: &mut Vec<u8>, a: SocketAddr) {
     match a {
         SocketAddr::V4(v4) => {
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                decimal(out, u64::from(octet));
-            }
+            orchestra_ingress::forwarded::write_ip(out, (*v4.ip()).into());
             out.push(b':');
             decimal(out, u64::from(v4.port()));
         }
