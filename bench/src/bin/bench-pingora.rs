@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clap::Parser;
 use pingora::apps::HttpServerOptions;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::protocols::ALPN;
@@ -56,6 +58,11 @@ struct Args {
     /// Append one access-log line per request to this file (buffered).
     #[arg(long)]
     access_log: Option<PathBuf>,
+    /// Keep idle upstream connections in the vendored pingora-core's lazily checked pool
+    /// (`ConnectorOptions::lazy_idle_pool`, as the gateway does) instead of pingora's pool
+    /// with a watcher task per returned connection.
+    #[arg(long)]
+    lazy_idle_pool: bool,
 }
 
 /// A buffered access-log file, flushed when the buffer fills and at least once a second.
@@ -152,6 +159,11 @@ fn main() -> std::process::ExitCode {
         "bench-pingora",
     );
     if let Some(app) = service.app_logic_mut() {
+        if args.lazy_idle_pool {
+            let mut options = ConnectorOptions::from_server_conf(&conf);
+            options.lazy_idle_pool = true;
+            app.set_client_connector(Arc::new(Connector::new(Some(options))));
+        }
         let mut options = HttpServerOptions::default();
         options.h2c = true;
         app.server_options = Some(options);

@@ -39,13 +39,20 @@ impl std::fmt::Debug for UpstreamClient {
 
 impl UpstreamClient {
     /// A connector with the options pingora's proxy would take from a `ServerConf` with
-    /// `threads` workers (`upstream_keepalive_pool_size` = 128 idle connections per worker).
+    /// `threads` workers (`upstream_keepalive_pool_size` = 128 idle connections per worker), with
+    /// the lazily checked idle pool (`ConnectorOptions::lazy_idle_pool`).
     pub fn new(threads: usize) -> Self {
         let conf = ServerConf {
             threads: threads.max(1),
             ..ServerConf::default()
         };
-        let options = || Some(ConnectorOptions::from_server_conf(&conf));
+        let options = || {
+            let mut options = ConnectorOptions::from_server_conf(&conf);
+            // Idle connections checked when taken and by one sweeper per pool, not by a task
+            // per returned connection (vendored pingora-core, see vendor/README.md).
+            options.lazy_idle_pool = true;
+            Some(options)
+        };
         UpstreamClient {
             connector: Arc::new(Connector::new(options())),
             transport: TransportConnector::new(options()),

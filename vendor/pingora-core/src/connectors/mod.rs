@@ -15,6 +15,8 @@
 //! Connecting to servers
 
 pub mod http;
+// ORCHESTRA PATCH (lazy idle pool)
+pub mod idle_pool;
 pub mod l4;
 #[cfg(feature = "any_tls")]
 mod tls;
@@ -110,6 +112,13 @@ pub struct ConnectorOptions {
     /// Optional callback for observing how long upstream connections stayed idle
     /// before leaving the keep-alive pool without reuse.
     pub keepalive_pool_callback: Option<PoolCallback>,
+    // ORCHESTRA PATCH (lazy idle pool)
+    /// Keep idle connections in an [`idle_pool::IdlePool`]: checked when taken and by one
+    /// sweeper per pool, instead of a watcher task per returned connection (see that module).
+    /// A connection returned to a full pool is closed rather than evicting the least recently
+    /// used one; `keepalive_pool_callback` is then called with a zero idle time.
+    /// Default `false`: pingora's `ConnectionPool`.
+    pub lazy_idle_pool: bool,
 }
 
 impl ConnectorOptions {
@@ -147,6 +156,7 @@ impl ConnectorOptions {
             bind_to_v4,
             bind_to_v6,
             keepalive_pool_callback: None,
+            lazy_idle_pool: false,
         }
     }
 
@@ -163,6 +173,7 @@ impl ConnectorOptions {
             bind_to_v4: vec![],
             bind_to_v6: vec![],
             keepalive_pool_callback: None,
+            lazy_idle_pool: false,
         }
     }
 }
@@ -179,6 +190,8 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    /// ORCHESTRA PATCH (lazy idle pool): used instead of `connection_pool` when set.
+    idle_pool: Option<Arc<idle_pool::IdlePool>>,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -201,6 +214,11 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
+        let idle_pool = options
+            .as_ref()
+            .is_some_and(|o| o.lazy_idle_pool && cfg!(unix))
+            .then(|| idle_pool::IdlePool::new(pool_size, unexpected_data_conn_count.clone()));
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
@@ -208,8 +226,9 @@ impl TransportConnector {
             bind_to_v4,
             bind_to_v6,
             preferred_http_version: PreferredHttpVersion::new(),
-            unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
+            unexpected_data_conn_count,
             keepalive_pool_callback,
+            idle_pool,
         }
     }
 
@@ -249,6 +268,19 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        // ORCHESTRA PATCH (lazy idle pool): take until one is still good.
+        #[cfg(unix)]
+        if let Some(pool) = &self.idle_pool {
+            let key = peer.reuse_hash();
+            loop {
+                let mut stream = pool.take(key)?;
+                if pooled_stream_matches(peer, &stream)
+                    && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+                {
+                    return Some(stream);
+                }
+            }
+        }
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
@@ -317,6 +349,15 @@ impl TransportConnector {
         idle_timeout: Option<Duration>,
     ) {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+            return;
+        }
+        // ORCHESTRA PATCH (lazy idle pool): no watcher task.
+        if let Some(pool) = &self.idle_pool {
+            if !pool.put(key, stream, idle_timeout) {
+                if let Some(callback) = &self.keepalive_pool_callback {
+                    callback(Duration::ZERO);
+                }
+            }
             return;
         }
         let id = stream.id();

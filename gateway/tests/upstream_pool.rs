@@ -1,0 +1,358 @@
+//! The upstream keep-alive pool (the vendored pingora-core's lazily checked idle pool, see
+//! vendor/README.md): connections are reused, and a pooled connection that its upstream closed,
+//! wrote to, or left idle past the upstream's `idle` timeout is never handed to a request and
+//! is closed by the gateway; the pool holds at most its capacity (128 idle connections per
+//! worker). The upstream is a raw HTTP/1.1 server started by each test that reports which
+//! connection served a request and how many of its connections are open.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::launch::AdminGateway;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A keep-alive HTTP/1.1 upstream. Every answer is `200` with body `conn=N` (N: the index of
+/// the connection, from 0). Paths change what happens after (or before) the answer:
+/// `/close-after` closes the connection 50 ms after answering; `/chatter` writes stray bytes on
+/// it 50 ms after answering; `/slow` waits 300 ms before answering.
+struct PoolUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PoolUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PoolUpstream {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (acc, opn) = (accepted.clone(), open.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let id = acc.fetch_add(1, Ordering::SeqCst);
+                opn.fetch_add(1, Ordering::SeqCst);
+                let opn = opn.clone();
+                tokio::spawn(async move {
+                    serve(stream, id).await;
+                    opn.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        PoolUpstream {
+            addr,
+            accepted,
+            open,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded by [`WAIT`]) until at most `n` of its connections are open.
+    async fn wait_open_at_most(&self, n: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.open() > n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {} upstream connections still open after {WAIT:?} (expected ≤ {n})",
+                self.open()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Serves one connection until its client closes it (or a path says otherwise).
+async fn serve(mut stream: TcpStream, id: usize) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        if path == "/slow" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let body = format!("conn={id}");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        match path.as_str() {
+            "/close-after" => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+            "/chatter" => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = stream.write_all(b"stray bytes on an idle connection").await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One worker (pool capacity 128) and the upstream `up` behind a catch-all route, with the
+/// upstream's `idle` timeout.
+async fn gateway_to(upstream: &PoolUpstream, idle: &str) -> AdminGateway {
+    let body = ConfigBody::new()
+        .upstream(Upstream::new("up", &[upstream.addr]).timeouts("1s", "20s", idle))
+        .route(Route::prefix("all", "/", "up"));
+    AdminGateway::start_from(gateway().threads(1).config(body)).await
+}
+
+/// `GET path` through `gw`: asserts 200 and returns the body (`conn=N`).
+async fn get(gw: &AdminGateway, path: &str) -> String {
+    let resp = gw
+        .client
+        .get(gw.url(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(resp.status(), 200, "GET {path}");
+    resp.text().await.expect("body")
+}
+
+/// The value of the `metric{upstream="up",...}` sample on `gw`'s `/metrics`.
+async fn up_metric(gw: &AdminGateway, metric: &str) -> u64 {
+    let text = gw
+        .admin
+        .call(reqwest::Method::GET, "/metrics", None)
+        .await
+        .text;
+    let prefix = format!("{metric}{{upstream=\"up\"");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} sample in /metrics:\n{text}"))
+}
+
+/// pingora returns an upstream connection to the pool just after the client has its answer; a
+/// pause (nothing is asserted about its length) lets it land before the next request.
+async fn let_it_return() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let upstream = PoolUpstream::start().await;
+    let gw = gateway_to(&upstream, "60s").await;
+    for _ in 0..5 {
+        assert_eq!(get(&gw, "/").await, "conn=0");
+        let_it_return().await;
+    }
+    assert_eq!(upstream.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_handed_out() {
+    let upstream = PoolUpstream::start().await;
+    let gw = gateway_to(&upstream, "60s").await;
+    assert_eq!(get(&gw, "/close-after").await, "conn=0");
+    // the upstream closed it; the gateway closes its end (sweep) or skips it (take)
+    upstream.wait_open_at_most(0, "after /close-after").await;
+    assert_eq!(get(&gw, "/").await, "conn=1", "a new connection");
+    // The closed connection never carried the request: one attempt per request, no errors.
+    assert_eq!(
+        up_metric(&gw, "orchestra_upstream_target_requests_total").await,
+        2
+    );
+    assert_eq!(
+        up_metric(&gw, "orchestra_upstream_target_errors_total").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_its_timeout_is_closed_by_the_gateway() {
+    let upstream = PoolUpstream::start().await;
+    let gw = gateway_to(&upstream, "1s").await;
+    assert_eq!(get(&gw, "/").await, "conn=0");
+    // Nothing else is sent: only the gateway can close it, after `idle` (plus one sweep).
+    upstream.wait_open_at_most(0, "idle timeout 1s").await;
+    assert_eq!(get(&gw, "/").await, "conn=1");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_wrote_to_while_idle_is_closed_not_reused() {
+    let upstream = PoolUpstream::start().await;
+    let gw = gateway_to(&upstream, "60s").await;
+    assert_eq!(get(&gw, "/chatter").await, "conn=0");
+    // The upstream keeps its end open; the gateway must close the connection it can no
+    // longer trust (stray bytes would be read as the next answer).
+    upstream.wait_open_at_most(0, "after stray bytes").await;
+    assert_eq!(get(&gw, "/").await, "conn=1", "a new connection");
+    assert_eq!(
+        up_metric(&gw, "orchestra_upstream_target_errors_total").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_keeps_at_most_its_capacity_and_stays_usable() {
+    const CONCURRENT: usize = 200;
+    const CAPACITY: usize = 128; // per worker; the gateway runs one
+    let upstream = PoolUpstream::start().await;
+    let gw = Arc::new(gateway_to(&upstream, "60s").await);
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENT {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move { get(&gw, "/slow").await }));
+    }
+    for t in tasks {
+        assert!(t.await.expect("task").starts_with("conn="));
+    }
+    assert!(
+        upstream.accepted() > CAPACITY,
+        "the burst needed more connections than the pool keeps ({})",
+        upstream.accepted()
+    );
+    upstream
+        .wait_open_at_most(CAPACITY, "after the burst")
+        .await;
+    // The kept ones serve the next requests: no new connection.
+    let before = upstream.accepted();
+    for _ in 0..10 {
+        get(&gw, "/").await;
+    }
+    assert_eq!(upstream.accepted(), before, "served by pooled connections");
+}
+
+/// The pool itself (`pingora::connectors::idle_pool::IdlePool`, vendored pingora-core) over
+/// real loopback sockets: order, capacity, expiry and the sweep.
+mod idle_pool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use pingora::connectors::idle_pool::IdlePool;
+    use pingora::protocols::Stream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A client stream (as the pool holds it) and the server's end of it.
+    async fn pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let client = pingora::protocols::l4::stream::Stream::from(client.expect("connect"));
+        (Box::new(client), server.expect("accept").0)
+    }
+
+    fn pool(capacity: usize) -> Arc<IdlePool> {
+        IdlePool::new(capacity, Arc::new(AtomicU64::new(0)))
+    }
+
+    #[tokio::test]
+    async fn takes_the_most_recently_returned_connection_of_its_key() {
+        let pool = pool(8);
+        let (a, _sa) = pair().await;
+        let (b, _sb) = pair().await;
+        let (c, _sc) = pair().await;
+        let (ida, idb) = (a.id(), b.id());
+        assert!(pool.put(1, a, None));
+        assert!(pool.put(1, b, None));
+        assert!(pool.put(2, c, None));
+        assert_eq!(pool.len(), 3);
+        assert_eq!(pool.take(1).map(|s| s.id()), Some(idb));
+        assert_eq!(pool.take(1).map(|s| s.id()), Some(ida));
+        assert!(pool.take(1).is_none());
+        assert!(pool.take(3).is_none());
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_closes_what_is_returned_to_it() {
+        let pool = pool(2);
+        let mut servers = Vec::new();
+        for _ in 0..2 {
+            let (s, server) = pair().await;
+            assert!(pool.put(7, s, None));
+            servers.push(server);
+        }
+        let (s, mut server) = pair().await;
+        assert!(!pool.put(7, s, None));
+        assert_eq!(pool.len(), 2);
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(super::WAIT, server.read(&mut buf)).await;
+        assert_eq!(read.expect("closed").expect("EOF"), 0, "closed");
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_never_taken_and_are_swept() {
+        let pool = pool(8);
+        let (a, _sa) = pair().await;
+        let (b, _sb) = pair().await;
+        assert!(pool.put(1, a, Some(Duration::ZERO)));
+        assert!(pool.put(1, b, Some(Duration::from_secs(3600))));
+        let later = Instant::now() + Duration::from_secs(1);
+        assert_eq!(pool.sweep(later), 1, "the expired one");
+        assert_eq!(pool.len(), 1);
+        assert!(pool.take(1).is_some());
+        let (c, _sc) = pair().await;
+        assert!(pool.put(1, c, Some(Duration::ZERO)));
+        assert!(pool.take(1).is_none(), "expired when taken");
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_what_the_server_closed_or_wrote_to() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let pool = IdlePool::new(8, counter.clone());
+        let (a, sa) = pair().await;
+        let (b, mut sb) = pair().await;
+        let (c, _sc) = pair().await;
+        assert!(pool.put(1, a, None));
+        assert!(pool.put(1, b, None));
+        assert!(pool.put(2, c, None));
+        drop(sa);
+        sb.write_all(b"x").await.expect("write");
+        // The sweep sees what the reactor has seen; poll until both events arrived.
+        let mut closed = 0;
+        let deadline = Instant::now() + super::WAIT;
+        while closed < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            closed += pool.sweep(Instant::now());
+        }
+        assert_eq!(closed, 2);
+        assert_eq!(pool.len(), 1);
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            1,
+            "one had unexpected data"
+        );
+        assert!(pool.take(1).is_none(), "key 1 is empty");
+        assert!(pool.take(2).is_some());
+    }
+}
