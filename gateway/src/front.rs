@@ -167,10 +167,17 @@ async fn write_error(
     ctx: &mut RequestCtx,
     err: GatewayError,
 ) -> Result<()> {
-    respond::write_error(&mut PingoraWriter(session), pipeline, ctx, err)
-        .await
-        .map(drop)
-        .map_err(|f| f.error)
+    // Boxed: an error answer is not the common path, and its state would otherwise grow every
+    // request's `request_filter` future (see `request_filter`).
+    Box::pin(respond::write_error(
+        &mut PingoraWriter(session),
+        pipeline,
+        ctx,
+        err,
+    ))
+    .await
+    .map(drop)
+    .map_err(|f| f.error)
 }
 
 impl PingoraFront {
@@ -248,9 +255,17 @@ impl ProxyHttp for PingoraFront {
             }
             if let Some(local) = self.pipeline.builtin(&head) {
                 let mut writer = PingoraWriter(session);
-                respond::write_builtin(&mut writer, &self.pipeline, ctx, local)
-                    .await
-                    .map_err(|f| f.error)?;
+                // Boxed, like every path below that is not a proxied request: an `async_trait`
+                // boxes this method's future on every request, and the future is as large as
+                // the largest state inside it.
+                Box::pin(respond::write_builtin(
+                    &mut writer,
+                    &self.pipeline,
+                    ctx,
+                    local,
+                ))
+                .await
+                .map_err(|f| f.error)?;
                 return Ok(true);
             }
             if let Err(e) = self.pipeline.route(ctx, &head) {
@@ -271,13 +286,13 @@ impl ProxyHttp for PingoraFront {
         }
         if let Some(service) = self.pipeline.service(ctx) {
             // Services the gateway answers itself (agents over WebSocket; realtime WS and SSE).
-            if let Err(e) = self.serve(service, session, ctx, ip).await {
+            if let Err(e) = Box::pin(self.serve(service, session, ctx, ip)).await {
                 write_error(session, &self.pipeline, ctx, e).await?;
             }
             return Ok(true);
         }
         if ctx.protocol == Protocol::Ws {
-            if let Err(e) = ws_tunnel::run(session, &self.pipeline, ctx).await {
+            if let Err(e) = Box::pin(ws_tunnel::run(session, &self.pipeline, ctx)).await {
                 if session.response_written().is_none() {
                     write_error(session, &self.pipeline, ctx, e).await?;
                 }

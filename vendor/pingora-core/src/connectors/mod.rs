@@ -402,7 +402,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // ORCHESTRA PATCH (small request futures): a new connection (TCP, TLS handshake)
+            // is boxed so that its large state is not part of every request's future, which
+            // the caller's boxed futures copy on every request; reuse is the common path.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
