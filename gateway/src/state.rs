@@ -178,7 +178,8 @@ impl GatewayState {
     /// Creates the state around the first config (version 1).
     pub fn new(snapshot: Snapshot, text: &str, shards: usize) -> Arc<Self> {
         let registry = Arc::new(Registry::new(shards));
-        let live = crate::reload::make_live(&registry, snapshot, text, 1, "startup");
+        let sha256 = crate::reload::sha256_hex(text);
+        let live = crate::reload::make_live(&registry, snapshot, text, sha256, 1, "startup");
         let history = crate::reload::History::new(&live);
         Arc::new(GatewayState {
             live: ArcSwap::from_pointee(live),
