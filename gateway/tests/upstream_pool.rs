@@ -20,12 +20,23 @@ use tokio::net::{TcpListener, TcpStream};
 /// A keep-alive HTTP/1.1 upstream. Every answer is `200` with body `conn=N` (N: the index of
 /// the connection, from 0). Paths change what happens after (or before) the answer:
 /// `/close-after` closes the connection 50 ms after answering; `/chatter` writes stray bytes on
-/// it 50 ms after answering; `/slow` waits 300 ms before answering.
+/// it 50 ms after answering; `/slow` is answered only once [`SLOW_QUORUM`] `/slow` requests are
+/// waiting at once (or after [`WAIT`]), so that many upstream connections are open together.
 struct PoolUpstream {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How many `/slow` requests the upstream holds before answering them all.
+const SLOW_QUORUM: usize = 200;
+
+/// The `/slow` requests waiting, and the signal that releases them.
+#[derive(Default)]
+struct Quorum {
+    waiting: AtomicUsize,
+    reached: tokio::sync::Notify,
 }
 
 impl Drop for PoolUpstream {
@@ -41,13 +52,15 @@ impl PoolUpstream {
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let (acc, opn) = (accepted.clone(), open.clone());
+        let quorum = Arc::new(Quorum::default());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let id = acc.fetch_add(1, Ordering::SeqCst);
                 opn.fetch_add(1, Ordering::SeqCst);
                 let opn = opn.clone();
+                let quorum = quorum.clone();
                 tokio::spawn(async move {
-                    serve(stream, id).await;
+                    serve(stream, id, &quorum).await;
                     opn.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -83,7 +96,7 @@ impl PoolUpstream {
 }
 
 /// Serves one connection until its client closes it (or a path says otherwise).
-async fn serve(mut stream: TcpStream, id: usize) {
+async fn serve(mut stream: TcpStream, id: usize, quorum: &Quorum) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -98,7 +111,12 @@ async fn serve(mut stream: TcpStream, id: usize) {
         buf.drain(..end + 4);
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
         if path == "/slow" {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let reached = quorum.reached.notified();
+            if quorum.waiting.fetch_add(1, Ordering::SeqCst) + 1 >= SLOW_QUORUM {
+                quorum.reached.notify_waiters();
+            } else {
+                let _ = tokio::time::timeout(WAIT, reached).await;
+            }
         }
         let body = format!("conn={id}");
         let answer = format!(
@@ -165,14 +183,20 @@ async fn let_it_return() {
 }
 
 #[tokio::test]
-async fn sequential_requests_reuse_one_upstream_connection() {
+async fn sequential_requests_reuse_upstream_connections() {
     let upstream = PoolUpstream::start().await;
     let gw = gateway_to(&upstream, "60s").await;
     for _ in 0..5 {
-        assert_eq!(get(&gw, "/").await, "conn=0");
+        get(&gw, "/").await;
         let_it_return().await;
     }
-    assert_eq!(upstream.accepted(), 1);
+    // One connection when every return won its race with the next request (the usual case);
+    // anything below five shows reuse.
+    assert!(
+        upstream.accepted() < 5,
+        "no request reused a connection: {} opened",
+        upstream.accepted()
+    );
 }
 
 #[tokio::test]
@@ -221,7 +245,7 @@ async fn a_connection_the_upstream_wrote_to_while_idle_is_closed_not_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_keeps_at_most_its_capacity_and_stays_usable() {
-    const CONCURRENT: usize = 200;
+    const CONCURRENT: usize = SLOW_QUORUM;
     const CAPACITY: usize = 128; // per worker; the gateway runs one
     let upstream = PoolUpstream::start().await;
     let gw = Arc::new(gateway_to(&upstream, "60s").await);
@@ -233,11 +257,9 @@ async fn the_pool_keeps_at_most_its_capacity_and_stays_usable() {
     for t in tasks {
         assert!(t.await.expect("task").starts_with("conn="));
     }
-    assert!(
-        upstream.accepted() > CAPACITY,
-        "the burst needed more connections than the pool keeps ({})",
-        upstream.accepted()
-    );
+    // The upstream held every request until all were there: one connection each, more than
+    // the pool keeps.
+    assert_eq!(upstream.accepted(), CONCURRENT);
     upstream
         .wait_open_at_most(CAPACITY, "after the burst")
         .await;
