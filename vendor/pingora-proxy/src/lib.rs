@@ -1164,6 +1164,51 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// ORCHESTRA PATCH (one future per connection): one request of `session`, as
+    /// `HttpServerApp::process_new_http` did before it served the connection's later requests
+    /// itself.
+    async fn process_one_http(
+        self: &Arc<Self>,
+        mut session: HttpSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        // Extract user context from the previous request before the session is moved into the Box
+        let prev_user_ctx = session.take_connection_user_context();
+
+        let session = Box::new(session);
+
+        // TODO: keepalive pool, use stack
+        let mut session = match self.handle_new_request(session).await {
+            Some(downstream_session) => Session::new(
+                downstream_session,
+                &self.downstream_modules,
+                #[cfg(feature = "upstream_modules")]
+                &self.upstream_modules,
+                self.shutdown_flag.clone(),
+            ),
+            None => return None, // bad request
+        };
+
+        if *shutdown.borrow() {
+            // stop downstream from reusing if this service is shutting down soon
+            session.set_keepalive(None);
+        }
+
+        let mut ctx = self.inner.new_ctx();
+
+        // Deliver user context from the previous request on this reused connection
+        if let Some(prev_ctx) = prev_user_ctx {
+            self.inner
+                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
+        }
+
+        self.process_request(session, ctx).await
+    }
+
     async fn process_request(
         self: &Arc<Self>,
         mut session: Session,
@@ -1581,37 +1626,22 @@ where
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // Extract user context from the previous request before the session is moved into the Box
-        let prev_user_ctx = session.take_connection_user_context();
-
-        let session = Box::new(session);
-
-        // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
-            ),
-            None => return None, // bad request
-        };
-
-        if *shutdown.borrow() {
-            // stop downstream from reusing if this service is shutting down soon
-            session.set_keepalive(None);
+        // ORCHESTRA PATCH (one future per connection): `async_trait` boxes this future on every
+        // call, and the caller calls once per request of a keep-alive HTTP/1 connection: a
+        // ~10 KB allocation filled by copying the whole future, per request. Serving the
+        // connection's next requests here, as the caller would (a new HTTP/1 session on the
+        // reused stream, the header read timeout from the head's first byte, the persisted
+        // settings), makes that once per connection. HTTP/2 streams are never reused.
+        let header_timeout = self.server_options().and_then(|o| o.header_read_timeout);
+        loop {
+            let reused = self.process_one_http(session, shutdown).await?;
+            let (stream, persistent_settings) = reused.consume();
+            session = HttpSession::new_http1(stream);
+            session.set_header_read_timeout(header_timeout, None);
+            if let Some(persistent_settings) = persistent_settings {
+                persistent_settings.apply_to_session(&mut session);
+            }
         }
-
-        let mut ctx = self.inner.new_ctx();
-
-        // Deliver user context from the previous request on this reused connection
-        if let Some(prev_ctx) = prev_user_ctx {
-            self.inner
-                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
-        }
-
-        self.process_request(session, ctx).await
     }
 
     async fn http_cleanup(&self) {
