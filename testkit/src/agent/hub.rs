@@ -1,12 +1,18 @@
 //! A gateway with the agent hub on, for tests: QUIC (`h3` on the `https` port number), TLS,
 //! admin API, `[agents]` with a generated keys file, and the `/agent/ws` route.
 //!
-//! ```ignore
+//! ```no_run
+//! # use testkit::agent::AgentClient;
+//! # use testkit::agent::hub::{endpoint, AgentHub, AgentKey};
+//! # async fn example(gateway_bin: &str) -> Result<(), testkit::agent::BoxError> {
 //! let keys = AgentKey::many(&["a", "b"]);
-//! let gw = AgentHub::new(env!("CARGO_BIN_EXE_orchestra-gateway"), &keys)
+//! let gw = AgentHub::new(gateway_bin, &keys)
 //!     .agents("heartbeat_interval = \"200ms\"\noffline_after_missed = 2")
-//!     .start().await?;
-//! let agent = AgentClient::connect_quic(&gw.endpoint()?, &keys[0].spec()).await?;
+//!     .start()
+//!     .await?;
+//! let agent = AgentClient::connect_quic(&endpoint(&gw)?, &keys[0].spec()).await?;
+//! # Ok(())
+//! # }
 //! ```
 
 use std::net::SocketAddr;
