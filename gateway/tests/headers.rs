@@ -183,3 +183,59 @@ request = { set = { "x-order" = "second" } }
     let seen = get(&client, &gw.http_url("/ba/x")).await.echoed_headers();
     assert_eq!(seen["x-order"], "first", "[second, first]: {seen}");
 }
+
+/// Hop-by-hop request fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
+/// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Upgrade` other than a WebSocket's,
+/// `HTTP2-Settings`, `Proxy-Authorization`) never reach the upstream; end-to-end fields do, with
+/// and without hop-by-hop fields beside them. (The vendored pingora-proxy skips the removals when
+/// a scan of the names finds none: this holds that scan to the full list.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_request_fields_are_not_forwarded() {
+    let echo = EchoServer::start("hop").await.expect("echo");
+    let gw = start_catch_all(echo.addr()).await;
+    let hop_by_hop = [
+        (
+            "Connection",
+            "keep-alive, X-Nominated, Upgrade, HTTP2-Settings",
+        ),
+        ("X-Nominated", "secret"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "trailers"),
+        ("Trailer", "X-Checksum"),
+        ("Upgrade", "h2c"),
+        ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+        ("Proxy-Authorization", "Basic dXNlcjpwYXNz"),
+    ];
+    // Each field alone (so that no other one triggers the removals; `X-Nominated` is hop-by-hop
+    // only with the `Connection` field naming it), then all together.
+    let mut cases: Vec<Vec<(&str, &str)>> = vec![hop_by_hop[..2].to_vec()];
+    cases.extend(hop_by_hop[2..].iter().map(|f| vec![*f]));
+    cases.push(hop_by_hop.to_vec());
+    for fields in cases {
+        let mut head = String::from("GET /hop HTTP/1.1\r\nHost: gw\r\nX-End-To-End: kept\r\n");
+        for (name, value) in &fields {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        // No `Connection: close`: it would itself be a hop-by-hop field in every case.
+        head.push_str("\r\n");
+        let resp = testkit::raw_http::send(gw.http_addr(), head.as_bytes(), b"", WAIT)
+            .await
+            .expect("request sent");
+        assert_eq!(
+            resp.status,
+            Some(200),
+            "{fields:?}: {}",
+            String::from_utf8_lossy(&resp.raw)
+        );
+        let seen = resp.json().expect("echo JSON")["headers"].clone();
+        assert_eq!(seen["x-end-to-end"], "kept", "{fields:?}: {seen}");
+        for (name, _) in &fields {
+            let name = name.to_ascii_lowercase();
+            assert!(
+                seen.get(&name).is_none(),
+                "{fields:?}: `{name}` reached the upstream: {seen}"
+            );
+        }
+    }
+}
