@@ -46,16 +46,17 @@ impl UpstreamClient {
             threads: threads.max(1),
             ..ServerConf::default()
         };
-        let options = || {
-            let mut options = ConnectorOptions::from_server_conf(&conf);
+        let options = ConnectorOptions::from_server_conf(&conf);
+        let pooled = ConnectorOptions {
             // Idle connections checked when taken and by one sweeper per pool, not by a task
-            // per returned connection (vendored pingora-core, see vendor/README.md).
-            options.lazy_idle_pool = true;
-            Some(options)
+            // per returned connection (vendored pingora-core, see vendor/README.md). The
+            // transport connector never pools, so it keeps the default.
+            lazy_idle_pool: true,
+            ..options.clone()
         };
         UpstreamClient {
-            connector: Arc::new(Connector::new(options())),
-            transport: TransportConnector::new(options()),
+            connector: Arc::new(Connector::new(Some(pooled))),
+            transport: TransportConnector::new(Some(options)),
         }
     }
 

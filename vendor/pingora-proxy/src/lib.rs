@@ -1629,18 +1629,13 @@ where
         // ORCHESTRA PATCH (one future per connection): `async_trait` boxes this future on every
         // call, and the caller calls once per request of a keep-alive HTTP/1 connection: a
         // ~10 KB allocation filled by copying the whole future, per request. Serving the
-        // connection's next requests here, as the caller would (a new HTTP/1 session on the
-        // reused stream, the header read timeout from the head's first byte, the persisted
-        // settings), makes that once per connection. HTTP/2 streams are never reused.
+        // connection's next requests here, with the next session made as the caller makes it
+        // (`ReusedHttpStream::into_next_session`), makes that once per connection. HTTP/2
+        // streams are never reused.
         let header_timeout = self.server_options().and_then(|o| o.header_read_timeout);
         loop {
             let reused = self.process_one_http(session, shutdown).await?;
-            let (stream, persistent_settings) = reused.consume();
-            session = HttpSession::new_http1(stream);
-            session.set_header_read_timeout(header_timeout, None);
-            if let Some(persistent_settings) = persistent_settings {
-                persistent_settings.apply_to_session(&mut session);
-            }
+            session = reused.into_next_session(header_timeout);
         }
     }
 

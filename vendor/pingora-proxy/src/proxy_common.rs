@@ -179,8 +179,7 @@ impl ConnectionNominations {
 // request's names (a few, each compared without hashing) replaces up to 13 removals per request,
 // each hashing the name twice (value map and case map): ~3k instructions per proxied request.
 fn is_hop_by_hop(name: &http::HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::UPGRADE
+    is_upgrade_field(name)
         || name == header::TE
         || name == header::TRAILER
         || name == header::TRANSFER_ENCODING
@@ -188,7 +187,6 @@ fn is_hop_by_hop(name: &http::HeaderName) -> bool {
         || name == header::PROXY_AUTHORIZATION
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
-        || name == HTTP2_SETTINGS
 }
 
 fn is_upgrade_field(name: &http::HeaderName) -> bool {

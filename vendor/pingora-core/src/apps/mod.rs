@@ -217,6 +217,20 @@ impl ReusedHttpStream {
     pub fn consume(self) -> (Stream, Option<HttpPersistentSettings>) {
         (self.stream, self.persistent_settings)
     }
+
+    // ORCHESTRA PATCH (one future per connection)
+    /// The HTTP/1 session for the next request on this stream: the persisted settings applied,
+    /// and `header_read_timeout` running from the next head's first byte. Shared by
+    /// [`ServerApp::process_new`]'s keep-alive loop and by apps that serve a connection's
+    /// requests themselves.
+    pub fn into_next_session(self, header_read_timeout: Option<Duration>) -> ServerSession {
+        let mut session = ServerSession::new_http1(self.stream);
+        session.set_header_read_timeout(header_read_timeout, None);
+        if let Some(persistent_settings) = self.persistent_settings {
+            persistent_settings.apply_to_session(&mut session);
+        }
+        session
+    }
 }
 
 /// This trait defines the interface of an HTTP application.
@@ -393,14 +407,9 @@ where
             );
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                let mut session = ServerSession::new_http1(stream);
+            while let Some(reused) = result {
                 // ORCHESTRA PATCH (header read timeout): later heads, from their first byte.
-                session.set_header_read_timeout(header_timeout, None);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-
+                let session = reused.into_next_session(header_timeout);
                 result = self.process_new_http(session, shutdown).await;
             }
         }

@@ -274,9 +274,7 @@ impl TransportConnector {
             let key = peer.reuse_hash();
             loop {
                 let mut stream = pool.take(key)?;
-                if pooled_stream_matches(peer, &stream)
-                    && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                {
+                if self.pooled_stream_usable(peer, &mut stream) {
                     return Some(stream);
                 }
             }
@@ -294,9 +292,7 @@ impl TransportConnector {
                         // first on an idle stream.
                         // ORCHESTRA PATCH (no getpeername per reuse): see `pooled_stream_matches`.
                         #[cfg(unix)]
-                        if pooled_stream_matches(peer, &stream)
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
+                        if self.pooled_stream_usable(peer, &mut stream) {
                             Some(stream)
                         } else {
                             None
@@ -333,6 +329,14 @@ impl TransportConnector {
                 None
             }
         }
+    }
+
+    /// ORCHESTRA PATCH (lazy idle pool): whether a stream taken from either pool can carry a
+    /// request to `peer` (see `pooled_stream_matches` and `test_reusable_stream`).
+    #[cfg(unix)]
+    fn pooled_stream_usable<P: Peer>(&self, peer: &P, stream: &mut Stream) -> bool {
+        pooled_stream_matches(peer, stream)
+            && test_reusable_stream(stream, &self.unexpected_data_conn_count)
     }
 
     /// Return the [Stream] to the [TransportConnector] for connection reuse.
