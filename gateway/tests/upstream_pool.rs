@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::launch::AdminGateway;
 use common::*;
+use testkit::prometheus::strict_exposition;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -162,18 +163,38 @@ async fn get(gw: &AdminGateway, path: &str) -> String {
 }
 
 /// The value of the `metric{upstream="up",...}` sample on `gw`'s `/metrics`.
-async fn up_metric(gw: &AdminGateway, metric: &str) -> u64 {
+async fn up_metric(gw: &AdminGateway, metric: &str) -> f64 {
     let text = gw
         .admin
         .call(reqwest::Method::GET, "/metrics", None)
         .await
         .text;
-    let prefix = format!("{metric}{{upstream=\"up\"");
-    text.lines()
-        .find(|l| l.starts_with(&prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} sample in /metrics:\n{text}"))
+    strict_exposition(&text)
+        .into_iter()
+        .find(|s| s.name == metric && s.labels.get("upstream").map(String::as_str) == Some("up"))
+        .map(|s| s.value)
+        .unwrap_or_else(|| panic!("no {metric}{{upstream=\"up\"}} sample in /metrics:\n{text}"))
+}
+
+/// Sends `path` through a gateway to `upstream` (answered on connection 0), waits until that
+/// connection is closed (by the upstream or, for `what` the gateway must notice, by the
+/// gateway), and checks that the next request goes on a new connection with no failed attempt.
+async fn next_request_opens_a_new_connection(
+    upstream: &PoolUpstream,
+    idle: &str,
+    path: &str,
+    what: &str,
+) -> AdminGateway {
+    let gw = gateway_to(upstream, idle).await;
+    assert_eq!(get(&gw, path).await, "conn=0");
+    upstream.wait_open_at_most(0, what).await;
+    assert_eq!(get(&gw, "/").await, "conn=1", "{what}: a new connection");
+    assert_eq!(
+        up_metric(&gw, "orchestra_upstream_target_errors_total").await,
+        0.0,
+        "{what}"
+    );
+    gw
 }
 
 /// pingora returns an upstream connection to the pool just after the client has its answer; a
@@ -202,45 +223,30 @@ async fn sequential_requests_reuse_upstream_connections() {
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_handed_out() {
     let upstream = PoolUpstream::start().await;
-    let gw = gateway_to(&upstream, "60s").await;
-    assert_eq!(get(&gw, "/close-after").await, "conn=0");
-    // the upstream closed it; the gateway closes its end (sweep) or skips it (take)
-    upstream.wait_open_at_most(0, "after /close-after").await;
-    assert_eq!(get(&gw, "/").await, "conn=1", "a new connection");
-    // The closed connection never carried the request: one attempt per request, no errors.
+    // The upstream closed it; the gateway closes its end (sweep) or skips it (take).
+    let gw =
+        next_request_opens_a_new_connection(&upstream, "60s", "/close-after", "after /close-after")
+            .await;
+    // The closed connection never carried the request: one attempt per request.
     assert_eq!(
         up_metric(&gw, "orchestra_upstream_target_requests_total").await,
-        2
-    );
-    assert_eq!(
-        up_metric(&gw, "orchestra_upstream_target_errors_total").await,
-        0
+        2.0
     );
 }
 
 #[tokio::test]
 async fn a_connection_idle_past_its_timeout_is_closed_by_the_gateway() {
     let upstream = PoolUpstream::start().await;
-    let gw = gateway_to(&upstream, "1s").await;
-    assert_eq!(get(&gw, "/").await, "conn=0");
     // Nothing else is sent: only the gateway can close it, after `idle` (plus one sweep).
-    upstream.wait_open_at_most(0, "idle timeout 1s").await;
-    assert_eq!(get(&gw, "/").await, "conn=1");
+    next_request_opens_a_new_connection(&upstream, "1s", "/", "idle timeout 1s").await;
 }
 
 #[tokio::test]
 async fn a_connection_the_upstream_wrote_to_while_idle_is_closed_not_reused() {
     let upstream = PoolUpstream::start().await;
-    let gw = gateway_to(&upstream, "60s").await;
-    assert_eq!(get(&gw, "/chatter").await, "conn=0");
     // The upstream keeps its end open; the gateway must close the connection it can no
     // longer trust (stray bytes would be read as the next answer).
-    upstream.wait_open_at_most(0, "after stray bytes").await;
-    assert_eq!(get(&gw, "/").await, "conn=1", "a new connection");
-    assert_eq!(
-        up_metric(&gw, "orchestra_upstream_target_errors_total").await,
-        0
-    );
+    next_request_opens_a_new_connection(&upstream, "60s", "/chatter", "after stray bytes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
