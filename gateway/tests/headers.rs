@@ -186,7 +186,7 @@ request = { set = { "x-order" = "second" } }
 
 /// Hop-by-hop request fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Upgrade` other than a WebSocket's,
-/// `HTTP2-Settings`, `Proxy-Authorization`) never reach the upstream; end-to-end fields do, with
+/// `HTTP2-Settings`, `Proxy-Authorization`, `Proxy-Authenticate`) never reach the upstream; end-to-end fields do, with
 /// and without hop-by-hop fields beside them. (The vendored pingora-proxy skips the removals when
 /// a scan of the names finds none: this holds that scan to the full list.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,6 +206,7 @@ async fn hop_by_hop_request_fields_are_not_forwarded() {
         ("Upgrade", "h2c"),
         ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
         ("Proxy-Authorization", "Basic dXNlcjpwYXNz"),
+        ("Proxy-Authenticate", "Basic realm=\"upstream\""),
     ];
     // Each field alone (so that no other one triggers the removals; `X-Nominated` is hop-by-hop
     // only with the `Connection` field naming it), then all together.
