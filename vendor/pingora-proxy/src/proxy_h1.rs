@@ -113,7 +113,16 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upstream_upgrade = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upstream_upgrade);
+        // ORCHESTRA PATCH (direct exchange): no request body, no upgrade on either side, no cache,
+        // a downstream without the proxy task API.
+        let direct = !upstream_upgrade
+            && !session.downstream_session.is_upgrade_req()
+            && session.is_body_empty()
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && !session.downstream_session.supports_proxy_task_api();
 
         session.upstream_compression.request_filter(&req);
 
@@ -138,6 +147,21 @@ where
             Ok(reader) => reader,
             Err(e) => return (false, false, Some(e)),
         };
+
+        // ORCHESTRA PATCH (direct exchange): the common exchange runs as one loop, without the
+        // two task channels and the `try_join!` below (see `proxy_1to1_direct`).
+        if direct
+            && downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+        {
+            session.as_mut().enable_retry_buffering();
+            return match self.proxy_1to1_direct(session, client_session, ctx).await {
+                Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                    (downstream_can_reuse, upstream_can_reuse, None)
+                }
+                Err(e) => (false, false, Some(e)),
+            };
+        }
 
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
@@ -243,6 +267,131 @@ where
         session.set_upstream_write_pending_time(upstream_write_pending);
 
         (server_session_reuse, client_session_reuse, error)
+    }
+
+    /// ORCHESTRA PATCH (direct exchange): one request without a body, proxied to an HTTP/1
+    /// upstream in a single loop instead of the two halves (`proxy_handle_downstream`,
+    /// `proxy_handle_upstream`) joined by two task channels. Only taken when there is no request
+    /// body, no upgrade on either side, no cache and no custom message stream, where the halves
+    /// have nothing to do concurrently. The steps are theirs, in the same order: the request body
+    /// filters see the end of the (empty) body and the upstream request is finished; each response
+    /// task goes through `upstream_compression` and `h1_response_filter`; tasks that are ready
+    /// together are written downstream as one batch (one write, as when the downstream half drains
+    /// its channel); while the upstream is silent, the downstream is watched with
+    /// `read_body_or_idle`, so a client that hangs up ends the request as before.
+    ///
+    /// Returns whether the downstream and the upstream sessions can be reused.
+    async fn proxy_1to1_direct(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        // The (empty) request body, as `send_body_to_pipe` and `send_body_to1` handle its end.
+        let mut data = None;
+        session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await?;
+        self.inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await?;
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(data, true))).await {
+            warn!("send error, draining read buf: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
+        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        let mut batch: Vec<HttpTask> = Vec::new();
+        let mut watch_downstream = true;
+        let mut upstream_done = false;
+        let mut downstream_done = false;
+        while !upstream_done && !downstream_done {
+            let read = {
+                let read = client_session.read_response_task();
+                tokio::pin!(read);
+                match futures::poll!(read.as_mut()) {
+                    Poll::Ready(res) => res,
+                    Poll::Pending => {
+                        // Nothing more is ready: what was read so far goes out now.
+                        if !batch.is_empty() {
+                            downstream_done = session
+                                .write_response_tasks(std::mem::take(&mut batch))
+                                .await?;
+                            if downstream_done {
+                                break;
+                            }
+                        }
+                        loop {
+                            tokio::select! {
+                                res = &mut read => break res,
+                                idle = session.downstream_session.read_body_or_idle(true),
+                                    if watch_downstream => match idle {
+                                    Err(e) => return Err(e.into_down()),
+                                    // Nothing to forward after the end of the body.
+                                    Ok(_) => watch_downstream = false,
+                                },
+                            }
+                        }
+                    }
+                }
+            };
+            let mut task = match read {
+                Ok(task) => task,
+                Err(e) => {
+                    // The response cannot be framed: not reusable, the error goes downstream.
+                    upstream_can_reuse = false;
+                    HttpTask::Failed(send_error.take().unwrap_or(e).into_up())
+                }
+            };
+            upstream_done = task.is_end();
+            #[cfg(feature = "upstream_modules")]
+            if let HttpTask::Header(header, end_of_stream) = &task {
+                self.inner
+                    .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                    .await?;
+            }
+            #[cfg(feature = "upstream_modules")]
+            session.upstream_modules_filter_task(&mut task).await?;
+            session.upstream_compression.response_filter(&mut task);
+            let task = self
+                .h1_response_filter(
+                    session,
+                    task,
+                    ctx,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    false,
+                )
+                .await?;
+            batch.push(task);
+            // A body that keeps arriving is written as it comes, a few tasks at a time (the
+            // channels held as many), never buffered whole.
+            if batch.len() >= TASK_BUFFER_SIZE && !upstream_done {
+                downstream_done = session
+                    .write_response_tasks(std::mem::take(&mut batch))
+                    .await?;
+            }
+        }
+        if !batch.is_empty() {
+            session.write_response_tasks(batch).await?;
+        }
+
+        let mut reuse_downstream = true;
+        if let Err(e) = session.as_mut().finish_body().await {
+            error!("Error finish sending body to downstream: {}", e);
+            reuse_downstream = false;
+        }
+        // An upstream response not read to its end leaves bytes on the connection.
+        Ok((reuse_downstream, upstream_can_reuse && upstream_done))
     }
 
     async fn proxy_handle_upstream(

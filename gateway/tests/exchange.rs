@@ -1,0 +1,180 @@
+//! One HTTP/1 exchange without a request body, which the vendored pingora-proxy runs as a single
+//! loop instead of two halves joined by task channels (its "direct exchange", vendor/README.md):
+//! a client that hangs up while the upstream has not answered yet ends the request and the
+//! gateway closes the upstream connection; an upstream that dies in the middle of a body cuts the
+//! client's response, and the next request goes on a new upstream connection. (That the head and
+//! first chunk reach the client before the upstream ends its response is `sse.rs`.)
+//!
+//! The upstream is a raw HTTP/1.1 server started by each test, so that the test sees its side of
+//! every connection.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::launch::AdminGateway;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// What the upstream reports about its connections.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// A request head for this path arrived.
+    Request(String),
+    /// The gateway closed a connection.
+    Closed,
+}
+
+/// A raw HTTP/1.1 upstream. `/hold` is never answered (the connection is kept until the gateway
+/// closes it); `/cut` is answered with a head announcing 100 body bytes, 10 of them, and a close;
+/// anything else gets `200` with body `conn=N` (N: the connection's index, from 0).
+struct RawUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawUpstream {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (tx, seen) = mpsc::unbounded_channel();
+        let acc = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let id = acc.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream, id, tx.clone()));
+            }
+        });
+        RawUpstream {
+            addr,
+            accepted,
+            seen,
+            task,
+        }
+    }
+
+    /// The next event, bounded by [`WAIT`].
+    async fn next(&mut self, waiting_for: &str) -> Seen {
+        tokio::time::timeout(WAIT, self.seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("upstream: no event within {WAIT:?} ({waiting_for})"))
+            .expect("upstream task alive")
+    }
+}
+
+/// Serves one connection until the gateway closes it (reported) or a path ends it.
+async fn serve(mut stream: TcpStream, id: usize, seen: mpsc::UnboundedSender<Seen>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => {
+                    let _ = seen.send(Seen::Closed);
+                    return;
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let _ = seen.send(Seen::Request(path.clone()));
+        let answer = match path.as_str() {
+            // Not answered: the next read sees the gateway close the connection.
+            "/hold" => continue,
+            "/cut" => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                    .await;
+                return;
+            }
+            _ => {
+                let body = format!("conn={id}");
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+        };
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One worker and `upstream` behind a catch-all route. The upstream read timeout (60 s) is far
+/// beyond [`WAIT`]: nothing a test waits for can come from it.
+async fn gateway_to(upstream: &RawUpstream) -> AdminGateway {
+    let body = ConfigBody::new()
+        .upstream(Upstream::new("up", &[upstream.addr]).timeouts("1s", "60s", "60s"))
+        .route(Route::prefix("all", "/", "up"));
+    AdminGateway::start_from(gateway().threads(1).config(body)).await
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_before_the_answer_makes_the_gateway_close_the_upstream() {
+    let mut upstream = RawUpstream::start().await;
+    let gw = gateway_to(&upstream).await;
+    let mut client = TcpStream::connect(gw.gw.http_addr())
+        .await
+        .expect("connect");
+    client
+        .write_all(b"GET /hold HTTP/1.1\r\nhost: exchange.test\r\n\r\n")
+        .await
+        .expect("request");
+    assert_eq!(
+        upstream.next("the request").await,
+        Seen::Request("/hold".into())
+    );
+    // The request is waiting on the upstream; the client goes away.
+    drop(client);
+    // Only the gateway noticing the client can close the upstream connection this soon: the
+    // upstream never answers and the read timeout is 60 s.
+    assert_eq!(upstream.next("the upstream closed").await, Seen::Closed);
+    // The gateway still serves (on a new upstream connection: the held one is gone).
+    let resp = gw.client.get(gw.url("/")).send().await.expect("GET /");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "conn=1");
+}
+
+#[tokio::test]
+async fn an_upstream_that_dies_mid_body_cuts_the_response_and_is_not_reused() {
+    let mut upstream = RawUpstream::start().await;
+    let gw = gateway_to(&upstream).await;
+    let resp = gw
+        .client
+        .get(gw.url("/cut"))
+        .send()
+        .await
+        .expect("GET /cut");
+    // The head went out before the body failed; the body must not read as complete.
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(WAIT, resp.bytes())
+        .await
+        .unwrap_or_else(|_| panic!("the cut body neither ended nor failed within {WAIT:?}"));
+    assert!(
+        body.is_err(),
+        "a body cut at 10 of 100 bytes read as complete: {body:?}"
+    );
+    assert_eq!(upstream.next("/cut").await, Seen::Request("/cut".into()));
+    // The next request goes on a new upstream connection and is answered whole.
+    let resp = gw.client.get(gw.url("/")).send().await.expect("GET /");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "conn=1");
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+}
