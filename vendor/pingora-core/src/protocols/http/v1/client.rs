@@ -284,9 +284,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
+                        // ORCHESTRA PATCH (header map headroom): room for the fields a proxy
+                        // adds to a response it forwards (`Date`, `Connection` from the
+                        // downstream writer, and what response filters set), so that adding
+                        // them does not grow (reallocate and rehash) both header maps.
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),
-                            Some(resp.headers.len()),
+                            Some(resp.headers.len() + HEADER_MAP_HEADROOM),
                         ) {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),

@@ -31,6 +31,12 @@ pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
+/// ORCHESTRA PATCH (header map headroom): header map slots reserved beyond the fields a parsed
+/// head carries, for the fields a proxy adds before forwarding it. A map built for exactly the
+/// parsed fields grows (reallocates and rehashes every entry, in both the value and the case map)
+/// on the first field added.
+pub(crate) const HEADER_MAP_HEADROOM: usize = 8;
+
 pub const CRLF: &[u8; 2] = b"\r\n";
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";

@@ -396,7 +396,10 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // ORCHESTRA PATCH (header map headroom): room for the fields a proxy
+                            // adds to a request it forwards (identity, `X-Forwarded-*`), so that
+                            // adding them does not grow (reallocate and rehash) both header maps.
+                            Some(req.headers.len() + HEADER_MAP_HEADROOM),
                         )?);
 
                         request_header.set_version(match req.version {
