@@ -5,6 +5,11 @@
 //! client's response, and the next request goes on a new upstream connection. (That the head and
 //! first chunk reach the client before the upstream ends its response is `sse.rs`.)
 //!
+//! `Content-Length` framing both ways (the vendored pingora-core resolves it once per message,
+//! with a fast path for a plain number): identical duplicates and lists are reconciled, while
+//! conflicting or invalid values are refused — with a 400 for a client's request (which never
+//! reaches the upstream), with a 502 for an upstream's response.
+//!
 //! The upstream is a raw HTTP/1.1 server started by each test, so that the test sees its side of
 //! every connection.
 
@@ -97,6 +102,39 @@ async fn serve(mut stream: TcpStream, id: usize, seen: mpsc::UnboundedSender<See
         let answer = match path.as_str() {
             // Not answered: the next read sees the gateway close the connection.
             "/hold" => continue,
+            // Reads the body the forwarded head announces and answers with it.
+            "/echo" => {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.trim()
+                            .eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim())
+                    })
+                    .and_then(|v| v.split(',').next()?.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < len {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body: Vec<u8> = buf.drain(..len).collect();
+                let body = String::from_utf8_lossy(&body).into_owned();
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+            "/cl-list" => "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello".into(),
+            "/cl-twice" => {
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello".into()
+            }
+            "/cl-conflict" => {
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!".into()
+            }
+            "/cl-invalid" => "HTTP/1.1 200 OK\r\ncontent-length: 5x\r\n\r\nhello".into(),
             "/cut" => {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
@@ -177,4 +215,66 @@ async fn an_upstream_that_dies_mid_body_cuts_the_response_and_is_not_reused() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.expect("body"), "conn=1");
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A raw request with `content_length` header line(s) and body `hello` to `gw`.
+async fn post_with(gw: &AdminGateway, content_length: &str) -> testkit::raw_http::RawResponse {
+    let head = format!("POST /echo HTTP/1.1\r\nhost: exchange.test\r\n{content_length}\r\n");
+    testkit::raw_http::send(gw.gw.http_addr(), head.as_bytes(), b"hello", WAIT)
+        .await
+        .expect("raw request")
+}
+
+#[tokio::test]
+async fn request_content_length_is_reconciled_or_refused() {
+    let mut upstream = RawUpstream::start().await;
+    let gw = gateway_to(&upstream).await;
+    for good in [
+        "content-length: 5\r\n",
+        "content-length: 005\r\n",
+        "content-length: 5, 5\r\n",
+        "content-length: 5\r\ncontent-length: 5\r\n",
+    ] {
+        let resp = post_with(&gw, good).await;
+        assert_eq!(resp.status, Some(200), "{good:?}: {resp:?}");
+        assert_eq!(resp.body, b"hello", "{good:?}");
+        assert_eq!(upstream.next(good).await, Seen::Request("/echo".into()));
+    }
+    for bad in [
+        "content-length: 5\r\ncontent-length: 6\r\n",
+        "content-length: 5, 6\r\n",
+        "content-length: 5x\r\n",
+        "content-length: -5\r\n",
+        "content-length: +5\r\n",
+        "content-length: 99999999999999999999999\r\n",
+    ] {
+        let resp = post_with(&gw, bad).await;
+        assert_eq!(resp.status, Some(400), "{bad:?}: {resp:?}");
+    }
+    // None of the refused requests reached the upstream: the next event is this request.
+    let resp = gw.client.get(gw.url("/after")).send().await.expect("GET");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        upstream.next("/after").await,
+        Seen::Request("/after".into())
+    );
+}
+
+#[tokio::test]
+async fn response_content_length_is_reconciled_or_refused() {
+    let upstream = RawUpstream::start().await;
+    let gw = gateway_to(&upstream).await;
+    for good in ["/cl-list", "/cl-twice"] {
+        let resp = gw.client.get(gw.url(good)).send().await.expect("GET");
+        assert_eq!(resp.status(), 200, "{good}");
+        assert_eq!(resp.text().await.expect("body"), "hello", "{good}");
+    }
+    for bad in ["/cl-conflict", "/cl-invalid"] {
+        let resp = gw.client.get(gw.url(bad)).send().await.expect("GET");
+        assert_eq!(
+            resp.status(),
+            502,
+            "{bad}: an ambiguous upstream framing is not forwarded"
+        );
+    }
 }

@@ -336,12 +336,33 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
+// ORCHESTRA PATCH (one Content-Length lookup): the request path uses
+// `content_length_parse_values` through `content_length_for_framing`; this entry stays for the
+// unit tests.
+#[cfg(test)]
 pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    content_length_parse_values(headers.get_all(header::CONTENT_LENGTH))
+}
+
+/// `content_length_parse_all` over the `Content-Length` values already looked up.
+fn content_length_parse_values(values: http::header::GetAll<'_, HeaderValue>) -> Option<u64> {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    for value in values {
+        // ORCHESTRA PATCH (one Content-Length lookup): a value that is a plain
+        // number (the usual case) needs no UTF-8 check, split or trim; anything
+        // else (lists, spaces, invalid bytes, overflow) takes the general path,
+        // which gives the same answer for a plain number.
+        if let Some(n) = from_digits(value.as_bytes()) {
+            match content_length {
+                None => content_length = Some(n),
+                Some(prev) if prev != n => return None,
+                Some(_) => {}
+            }
+            continue;
+        }
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
         let line = value.to_str().ok()?;
@@ -363,7 +384,13 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
+    // ORCHESTRA PATCH (one Content-Length lookup): the values are looked up once;
+    // an absent header (every request without a body) costs no second lookup.
+    let values = headers.get_all(header::CONTENT_LENGTH);
+    if values.iter().next().is_none() {
+        return Ok(None);
+    }
+    match content_length_parse_values(values) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -379,13 +406,12 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        None => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
     }
 }
 
@@ -396,7 +422,7 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// `Content-Length` fields having differing values (or a single invalid value)
 /// has invalid framing and the recipient MUST treat it as an unrecoverable
 /// error. Identical duplicates and comma-combined identical values are
-/// reconciled to a single value via [`content_length_parse_all`].
+/// reconciled to a single value via `content_length_parse_all`.
 ///
 /// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
