@@ -135,6 +135,17 @@ async fn serve(mut stream: TcpStream, id: usize, seen: mpsc::UnboundedSender<See
                 "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!".into()
             }
             "/cl-invalid" => "HTTP/1.1 200 OK\r\ncontent-length: 5x\r\n\r\nhello".into(),
+            // An informational head, then the final one, in one write.
+            "/early-hints" => "HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n\
+                 HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                .into(),
+            // A body delimited by the end of the connection, in pieces.
+            "/until-close" => {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\nfirst,").await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let _ = stream.write_all(b"second").await;
+                return;
+            }
             "/cut" => {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
@@ -277,4 +288,35 @@ async fn response_content_length_is_reconciled_or_refused() {
             "{bad}: an ambiguous upstream framing is not forwarded"
         );
     }
+}
+
+#[tokio::test]
+async fn informational_heads_and_close_delimited_bodies_pass_through() {
+    let upstream = RawUpstream::start().await;
+    let gw = gateway_to(&upstream).await;
+    // The 103 goes before the final head (or is dropped); the client ends with the 200.
+    let resp = gw
+        .client
+        .get(gw.url("/early-hints"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "ok");
+    // A body the upstream ends by closing arrives whole, re-framed for the client.
+    let resp = gw
+        .client
+        .get(gw.url("/until-close"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(WAIT, resp.text())
+        .await
+        .expect("the close-delimited body ends")
+        .expect("body");
+    assert_eq!(body, "first,second");
+    // The connection still serves.
+    let resp = gw.client.get(gw.url("/")).send().await.expect("GET /");
+    assert_eq!(resp.status(), 200);
 }
