@@ -175,6 +175,25 @@ async fn gateway_to(upstream: &RawUpstream) -> AdminGateway {
     AdminGateway::start_from(gateway().threads(1).config(body)).await
 }
 
+/// `GET path` through `gw`: the response, once its head arrived.
+async fn get(gw: &AdminGateway, path: &str) -> reqwest::Response {
+    gw.client
+        .get(gw.url(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// `GET path` through `gw`: asserts `status` and returns the whole body (bounded by [`WAIT`]).
+async fn body_of(gw: &AdminGateway, path: &str, status: u16) -> String {
+    let resp = get(gw, path).await;
+    assert_eq!(resp.status(), status, "GET {path}");
+    tokio::time::timeout(WAIT, resp.text())
+        .await
+        .unwrap_or_else(|_| panic!("GET {path}: the body did not end within {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("GET {path}: body: {e}"))
+}
+
 #[tokio::test]
 async fn a_client_that_hangs_up_before_the_answer_makes_the_gateway_close_the_upstream() {
     let mut upstream = RawUpstream::start().await;
@@ -196,21 +215,14 @@ async fn a_client_that_hangs_up_before_the_answer_makes_the_gateway_close_the_up
     // upstream never answers and the read timeout is 60 s.
     assert_eq!(upstream.next("the upstream closed").await, Seen::Closed);
     // The gateway still serves (on a new upstream connection: the held one is gone).
-    let resp = gw.client.get(gw.url("/")).send().await.expect("GET /");
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.expect("body"), "conn=1");
+    assert_eq!(body_of(&gw, "/", 200).await, "conn=1");
 }
 
 #[tokio::test]
 async fn an_upstream_that_dies_mid_body_cuts_the_response_and_is_not_reused() {
     let mut upstream = RawUpstream::start().await;
     let gw = gateway_to(&upstream).await;
-    let resp = gw
-        .client
-        .get(gw.url("/cut"))
-        .send()
-        .await
-        .expect("GET /cut");
+    let resp = get(&gw, "/cut").await;
     // The head went out before the body failed; the body must not read as complete.
     assert_eq!(resp.status(), 200);
     let body = tokio::time::timeout(WAIT, resp.bytes())
@@ -222,9 +234,7 @@ async fn an_upstream_that_dies_mid_body_cuts_the_response_and_is_not_reused() {
     );
     assert_eq!(upstream.next("/cut").await, Seen::Request("/cut".into()));
     // The next request goes on a new upstream connection and is answered whole.
-    let resp = gw.client.get(gw.url("/")).send().await.expect("GET /");
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.expect("body"), "conn=1");
+    assert_eq!(body_of(&gw, "/", 200).await, "conn=1");
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
 }
 
@@ -263,8 +273,7 @@ async fn request_content_length_is_reconciled_or_refused() {
         assert_eq!(resp.status, Some(400), "{bad:?}: {resp:?}");
     }
     // None of the refused requests reached the upstream: the next event is this request.
-    let resp = gw.client.get(gw.url("/after")).send().await.expect("GET");
-    assert_eq!(resp.status(), 200);
+    body_of(&gw, "/after", 200).await;
     assert_eq!(
         upstream.next("/after").await,
         Seen::Request("/after".into())
@@ -276,17 +285,11 @@ async fn response_content_length_is_reconciled_or_refused() {
     let upstream = RawUpstream::start().await;
     let gw = gateway_to(&upstream).await;
     for good in ["/cl-list", "/cl-twice"] {
-        let resp = gw.client.get(gw.url(good)).send().await.expect("GET");
-        assert_eq!(resp.status(), 200, "{good}");
-        assert_eq!(resp.text().await.expect("body"), "hello", "{good}");
+        assert_eq!(body_of(&gw, good, 200).await, "hello", "{good}");
     }
     for bad in ["/cl-conflict", "/cl-invalid"] {
-        let resp = gw.client.get(gw.url(bad)).send().await.expect("GET");
-        assert_eq!(
-            resp.status(),
-            502,
-            "{bad}: an ambiguous upstream framing is not forwarded"
-        );
+        // An ambiguous upstream framing is not forwarded.
+        body_of(&gw, bad, 502).await;
     }
 }
 
@@ -295,28 +298,9 @@ async fn informational_heads_and_close_delimited_bodies_pass_through() {
     let upstream = RawUpstream::start().await;
     let gw = gateway_to(&upstream).await;
     // The 103 goes before the final head (or is dropped); the client ends with the 200.
-    let resp = gw
-        .client
-        .get(gw.url("/early-hints"))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.expect("body"), "ok");
+    assert_eq!(body_of(&gw, "/early-hints", 200).await, "ok");
     // A body the upstream ends by closing arrives whole, re-framed for the client.
-    let resp = gw
-        .client
-        .get(gw.url("/until-close"))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), 200);
-    let body = tokio::time::timeout(WAIT, resp.text())
-        .await
-        .expect("the close-delimited body ends")
-        .expect("body");
-    assert_eq!(body, "first,second");
+    assert_eq!(body_of(&gw, "/until-close", 200).await, "first,second");
     // The connection still serves.
-    let resp = gw.client.get(gw.url("/")).send().await.expect("GET /");
-    assert_eq!(resp.status(), 200);
+    body_of(&gw, "/", 200).await;
 }
