@@ -269,6 +269,66 @@ where
         (server_session_reuse, client_session_reuse, error)
     }
 
+    /// ORCHESTRA PATCH (direct exchange): the request body filters (downstream modules, then
+    /// the application's `request_body_filter`) for one chunk or the end of the body, shared by
+    /// `send_body_to_pipe` and `proxy_1to1_direct`.
+    async fn filter_request_body(
+        &self,
+        session: &mut Session,
+        data: &mut Option<Bytes>,
+        end_of_body: bool,
+        ctx: &mut SV::CTX,
+    ) -> Result<()>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        session
+            .downstream_modules_ctx
+            .request_body_filter(data, end_of_body)
+            .await?;
+        // TODO: request body filter to have info about upgraded status?
+        // (can also check session.was_upgraded())
+        self.inner
+            .request_body_filter(session, data, end_of_body, ctx)
+            .await
+    }
+
+    /// ORCHESTRA PATCH (direct exchange): one task read from the upstream through the upstream
+    /// modules, response compression and `h1_response_filter`, shared by
+    /// `process_upstream_tasks` and `proxy_1to1_direct`.
+    async fn filter_upstream_task(
+        &self,
+        session: &mut Session,
+        mut task: HttpTask,
+        ctx: &mut SV::CTX,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut RangeBodyFilter,
+    ) -> Result<HttpTask>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        #[cfg(feature = "upstream_modules")]
+        if let HttpTask::Header(header, end_of_stream) = &task {
+            self.inner
+                .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                .await?;
+        }
+        #[cfg(feature = "upstream_modules")]
+        session.upstream_modules_filter_task(&mut task).await?;
+        session.upstream_compression.response_filter(&mut task);
+        self.h1_response_filter(
+            session,
+            task,
+            ctx,
+            serve_from_cache,
+            range_body_filter,
+            false,
+        )
+        .await
+    }
+
     /// ORCHESTRA PATCH (direct exchange): one request without a body, proxied to an HTTP/1
     /// upstream in a single loop instead of the two halves (`proxy_handle_downstream`,
     /// `proxy_handle_upstream`) joined by two task channels. Only taken when there is no request
@@ -293,12 +353,7 @@ where
     {
         // The (empty) request body, as `send_body_to_pipe` and `send_body_to1` handle its end.
         let mut data = None;
-        session
-            .downstream_modules_ctx
-            .request_body_filter(&mut data, true)
-            .await?;
-        self.inner
-            .request_body_filter(session, &mut data, true, ctx)
+        self.filter_request_body(session, &mut data, true, ctx)
             .await?;
         let mut upstream_can_reuse = true;
         let mut send_error = None;
@@ -308,8 +363,8 @@ where
             send_error = Some(e);
         }
 
-        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
-        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
         let mut batch: Vec<HttpTask> = Vec::new();
         let mut watch_downstream = true;
         let mut upstream_done = false;
@@ -344,7 +399,7 @@ where
                     }
                 }
             };
-            let mut task = match read {
+            let task = match read {
                 Ok(task) => task,
                 Err(e) => {
                     // The response cannot be framed: not reusable, the error goes downstream.
@@ -353,23 +408,13 @@ where
                 }
             };
             upstream_done = task.is_end();
-            #[cfg(feature = "upstream_modules")]
-            if let HttpTask::Header(header, end_of_stream) = &task {
-                self.inner
-                    .adjust_upstream_modules(session, header, *end_of_stream, ctx)
-                    .await?;
-            }
-            #[cfg(feature = "upstream_modules")]
-            session.upstream_modules_filter_task(&mut task).await?;
-            session.upstream_compression.response_filter(&mut task);
             let task = self
-                .h1_response_filter(
+                .filter_upstream_task(
                     session,
                     task,
                     ctx,
                     &mut serve_from_cache,
                     &mut range_body_filter,
-                    false,
                 )
                 .await?;
             batch.push(task);
@@ -552,17 +597,8 @@ where
                 // skip downstream filtering entirely as the 304 will not be sent
                 break;
             }
-            #[cfg(feature = "upstream_modules")]
-            if let HttpTask::Header(header, end_of_stream) = &t {
-                self.inner
-                    .adjust_upstream_modules(session, header, *end_of_stream, ctx)
-                    .await?;
-            }
-            #[cfg(feature = "upstream_modules")]
-            session.upstream_modules_filter_task(&mut t).await?;
-            session.upstream_compression.response_filter(&mut t);
             let task = self
-                .h1_response_filter(session, t, ctx, serve_from_cache, range_body_filter, false)
+                .filter_upstream_task(session, t, ctx, serve_from_cache, range_body_filter)
                 .await?;
             if serve_from_cache.is_miss_header() {
                 response_state.enable_cached_response();
@@ -651,8 +687,8 @@ where
 
         // these two below can be wrapped into an internal ctx
         // use cache when upstream revalidates (or TODO: error)
-        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
-        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
 
         let mut next_upstream_task: Option<HttpTask> = None;
 
@@ -1183,15 +1219,7 @@ where
         // affected by the request_body_filter
         let end_of_body = end_of_body || data.is_none();
 
-        session
-            .downstream_modules_ctx
-            .request_body_filter(&mut data, end_of_body)
-            .await?;
-
-        // TODO: request body filter to have info about upgraded status?
-        // (can also check session.was_upgraded())
-        self.inner
-            .request_body_filter(session, &mut data, end_of_body, ctx)
+        self.filter_request_body(session, &mut data, end_of_body, ctx)
             .await?;
 
         // the flag to signal to upstream
