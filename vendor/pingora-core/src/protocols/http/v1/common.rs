@@ -350,29 +350,29 @@ fn content_length_parse_values(values: http::header::GetAll<'_, HeaderValue>) ->
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
+    // One more value reconciled with those before it; `None` when they differ.
+    let mut reconcile = |n: u64| match content_length {
+        None => {
+            content_length = Some(n);
+            Some(())
+        }
+        Some(prev) if prev != n => None,
+        Some(_) => Some(()),
+    };
     for value in values {
         // ORCHESTRA PATCH (one Content-Length lookup): a value that is a plain
         // number (the usual case) needs no UTF-8 check, split or trim; anything
         // else (lists, spaces, invalid bytes, overflow) takes the general path,
         // which gives the same answer for a plain number.
         if let Some(n) = from_digits(value.as_bytes()) {
-            match content_length {
-                None => content_length = Some(n),
-                Some(prev) if prev != n => return None,
-                Some(_) => {}
-            }
+            reconcile(n)?;
             continue;
         }
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
         let line = value.to_str().ok()?;
         for v in line.split(',') {
-            let n = from_digits(v.trim().as_bytes())?;
-            match content_length {
-                None => content_length = Some(n),
-                Some(prev) if prev != n => return None,
-                Some(_) => {}
-            }
+            reconcile(from_digits(v.trim().as_bytes())?)?;
         }
     }
 
