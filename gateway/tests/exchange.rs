@@ -15,14 +15,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use common::launch::AdminGateway;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use testkit::upstream::raw::{path_of, RawConn, RawServer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// What the upstream reports about its connections.
@@ -38,37 +35,17 @@ enum Seen {
 /// closes it); `/cut` is answered with a head announcing 100 body bytes, 10 of them, and a close;
 /// anything else gets `200` with body `conn=N` (N: the connection's index, from 0).
 struct RawUpstream {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
+    server: RawServer,
     seen: mpsc::UnboundedReceiver<Seen>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl RawUpstream {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let accepted = Arc::new(AtomicUsize::new(0));
         let (tx, seen) = mpsc::unbounded_channel();
-        let acc = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let id = acc.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, id, tx.clone()));
-            }
-        });
-        RawUpstream {
-            addr,
-            accepted,
-            seen,
-            task,
-        }
+        let server = RawServer::start(move |conn, id| serve(conn, id, tx.clone()))
+            .await
+            .expect("raw upstream");
+        RawUpstream { server, seen }
     }
 
     /// The next event, bounded by [`WAIT`].
@@ -81,23 +58,13 @@ impl RawUpstream {
 }
 
 /// Serves one connection until the gateway closes it (reported) or a path ends it.
-async fn serve(mut stream: TcpStream, id: usize, seen: mpsc::UnboundedSender<Seen>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
+async fn serve(mut conn: RawConn, id: usize, seen: mpsc::UnboundedSender<Seen>) {
     loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => {
-                    let _ = seen.send(Seen::Closed);
-                    return;
-                }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
+        let Some(head) = conn.next_head().await else {
+            let _ = seen.send(Seen::Closed);
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end + 4);
-        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let path = path_of(&head).to_string();
         let _ = seen.send(Seen::Request(path.clone()));
         let answer = match path.as_str() {
             // Not answered: the next read sees the gateway close the connection.
@@ -114,13 +81,9 @@ async fn serve(mut stream: TcpStream, id: usize, seen: mpsc::UnboundedSender<See
                     })
                     .and_then(|v| v.split(',').next()?.trim().parse::<usize>().ok())
                     .unwrap_or(0);
-                while buf.len() < len {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let body: Vec<u8> = buf.drain(..len).collect();
+                let Some(body) = conn.take(len).await else {
+                    return;
+                };
                 let body = String::from_utf8_lossy(&body).into_owned();
                 format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
@@ -141,13 +104,17 @@ async fn serve(mut stream: TcpStream, id: usize, seen: mpsc::UnboundedSender<See
                 .into(),
             // A body delimited by the end of the connection, in pieces.
             "/until-close" => {
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\nfirst,").await;
+                let _ = conn
+                    .stream
+                    .write_all(b"HTTP/1.1 200 OK\r\n\r\nfirst,")
+                    .await;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                let _ = stream.write_all(b"second").await;
+                let _ = conn.stream.write_all(b"second").await;
                 return;
             }
             "/cut" => {
-                let _ = stream
+                let _ = conn
+                    .stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
                     .await;
                 return;
@@ -160,7 +127,7 @@ async fn serve(mut stream: TcpStream, id: usize, seen: mpsc::UnboundedSender<See
                 )
             }
         };
-        if stream.write_all(answer.as_bytes()).await.is_err() {
+        if conn.stream.write_all(answer.as_bytes()).await.is_err() {
             return;
         }
     }
@@ -170,7 +137,7 @@ async fn serve(mut stream: TcpStream, id: usize, seen: mpsc::UnboundedSender<See
 /// beyond [`WAIT`]: nothing a test waits for can come from it.
 async fn gateway_to(upstream: &RawUpstream) -> AdminGateway {
     let body = ConfigBody::new()
-        .upstream(Upstream::new("up", &[upstream.addr]).timeouts("1s", "60s", "60s"))
+        .upstream(Upstream::new("up", &[upstream.server.addr()]).timeouts("1s", "60s", "60s"))
         .route(Route::prefix("all", "/", "up"));
     AdminGateway::start_from(gateway().threads(1).config(body)).await
 }
@@ -235,7 +202,7 @@ async fn an_upstream_that_dies_mid_body_cuts_the_response_and_is_not_reused() {
     assert_eq!(upstream.next("/cut").await, Seen::Request("/cut".into()));
     // The next request goes on a new upstream connection and is answered whole.
     assert_eq!(body_of(&gw, "/", 200).await, "conn=1");
-    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.server.accepted(), 2);
 }
 
 /// A raw request with `content_length` header line(s) and body `hello` to `gw`.

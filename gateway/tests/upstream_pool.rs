@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +14,8 @@ use std::time::Duration;
 use common::launch::AdminGateway;
 use common::*;
 use testkit::prometheus::strict_exposition;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use testkit::upstream::raw::{path_of, RawConn, RawServer};
+use tokio::io::AsyncWriteExt;
 
 /// A keep-alive HTTP/1.1 upstream. Every answer is `200` with body `conn=N` (N: the index of
 /// the connection, from 0). Paths change what happens after (or before) the answer:
@@ -24,10 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// it 50 ms after answering; `/slow` is answered only once [`SLOW_QUORUM`] `/slow` requests are
 /// waiting at once (or after [`WAIT`]), so that many upstream connections are open together.
 struct PoolUpstream {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    open: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    server: RawServer,
 }
 
 /// How many `/slow` requests the upstream holds before answering them all.
@@ -40,46 +36,24 @@ struct Quorum {
     reached: tokio::sync::Notify,
 }
 
-impl Drop for PoolUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 impl PoolUpstream {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let open = Arc::new(AtomicUsize::new(0));
-        let (acc, opn) = (accepted.clone(), open.clone());
         let quorum = Arc::new(Quorum::default());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let id = acc.fetch_add(1, Ordering::SeqCst);
-                opn.fetch_add(1, Ordering::SeqCst);
-                let opn = opn.clone();
-                let quorum = quorum.clone();
-                tokio::spawn(async move {
-                    serve(stream, id, &quorum).await;
-                    opn.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        PoolUpstream {
-            addr,
-            accepted,
-            open,
-            task,
-        }
+        let server = RawServer::start(move |conn, id| {
+            let quorum = quorum.clone();
+            async move { serve(conn, id, &quorum).await }
+        })
+        .await
+        .expect("raw upstream");
+        PoolUpstream { server }
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        self.server.accepted()
     }
 
     fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
+        self.server.open()
     }
 
     /// Waits (bounded by [`WAIT`]) until at most `n` of its connections are open.
@@ -97,20 +71,9 @@ impl PoolUpstream {
 }
 
 /// Serves one connection until its client closes it (or a path says otherwise).
-async fn serve(mut stream: TcpStream, id: usize, quorum: &Quorum) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end + 4);
-        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+async fn serve(mut conn: RawConn, id: usize, quorum: &Quorum) {
+    while let Some(head) = conn.next_head().await {
+        let path = path_of(&head);
         if path == "/slow" {
             let reached = quorum.reached.notified();
             if quorum.waiting.fetch_add(1, Ordering::SeqCst) + 1 >= SLOW_QUORUM {
@@ -124,17 +87,20 @@ async fn serve(mut stream: TcpStream, id: usize, quorum: &Quorum) {
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
             body.len()
         );
-        if stream.write_all(answer.as_bytes()).await.is_err() {
+        if conn.stream.write_all(answer.as_bytes()).await.is_err() {
             return;
         }
-        match path.as_str() {
+        match path {
             "/close-after" => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 return;
             }
             "/chatter" => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = stream.write_all(b"stray bytes on an idle connection").await;
+                let _ = conn
+                    .stream
+                    .write_all(b"stray bytes on an idle connection")
+                    .await;
             }
             _ => {}
         }
@@ -148,7 +114,7 @@ async fn serve(mut stream: TcpStream, id: usize, quorum: &Quorum) {
 /// nothing here is about connect time.
 async fn gateway_to(upstream: &PoolUpstream, idle: &str) -> AdminGateway {
     let body = ConfigBody::new()
-        .upstream(Upstream::new("up", &[upstream.addr]).timeouts("10s", "20s", idle))
+        .upstream(Upstream::new("up", &[upstream.server.addr()]).timeouts("10s", "20s", idle))
         .route(Route::prefix("all", "/", "up"));
     AdminGateway::start_from(gateway().threads(1).config(body)).await
 }

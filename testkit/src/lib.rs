@@ -9,6 +9,7 @@
 //! | [`upstream::http`] | an echo server speaking HTTP/1.1 and h2c on one port, plus a TLS variant (ALPN `h2`, `http/1.1`) |
 //! | [`upstream::controlled`] | the same echo server with a per-response delay, stoppable and restartable on its port |
 //! | [`upstream::firehose`] | an HTTP/1.1 server answering one large body as fast as the peer reads, counting connections cut before the end |
+//! | [`upstream::raw`] | a raw TCP server whose connections the test serves byte by byte, counting accepted and open connections |
 //! | [`upstream::sse`] | a Server-Sent Events server whose second event waits on a gate the test opens |
 //! | [`upstream::ws`] | a WebSocket echo server (close code 4001 on request) |
 //! | [`upstream::grpc`] | a gRPC server (h2c) with unary, server-streaming and failing methods |

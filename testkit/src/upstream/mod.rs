@@ -8,6 +8,7 @@ pub mod controlled;
 pub mod firehose;
 pub mod grpc;
 pub mod http;
+pub mod raw;
 pub mod sse;
 pub mod ws;
 
