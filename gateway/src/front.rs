@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use orchestra_plugins::HeaderOps;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -227,6 +228,11 @@ impl ProxyHttp for PingoraFront {
     fn new_ctx(&self) -> RequestCtx {
         self.pipeline.begin(Protocol::H1)
     }
+
+    /// No downstream modules. pingora's default adds its response-compression module, disabled:
+    /// the gateway does not compress responses, and the disabled module still cost every request
+    /// its context box, its module list and a boxed future per header and body phase.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     /// Identity, built-in endpoints, routing, the request side of the plugin chain, and
     /// WebSocket upgrades (tunnelled by [`ws_tunnel`]). `Ok(true)` = answered here.
