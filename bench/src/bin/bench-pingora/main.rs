@@ -7,6 +7,9 @@
 //! h2c on `--listen`, TLS with ALPN h2/http1.1 on `--tls-listen`), so the gap between the two in
 //! `bench/compare` is the gateway's own cost per request.
 //!
+//! `--core` runs the same exchange on pingora-core's HTTP/1 sessions directly, without
+//! pingora-proxy (see `core.rs`): the floor below the framework's proxy layer.
+//!
 //! `--access-log FILE` appends one line per request to FILE through a buffer (flushed when it
 //! fills and once a second), the way nginx writes `access_log ... buffer=`: the cheapest honest
 //! access log a pingora proxy can have, written on the worker.
@@ -28,7 +31,10 @@ use pingora::prelude::*;
 use pingora::protocols::ALPN;
 use pingora::proxy::{http_proxy_service_with_name, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
+use pingora::services::listening::Service;
 use pingora::upstreams::peer::HttpPeer;
+
+mod core;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -63,6 +69,10 @@ struct Args {
     /// with a watcher task per returned connection.
     #[arg(long)]
     lazy_idle_pool: bool,
+    /// Serve HTTP/1 on pingora-core's sessions directly instead of pingora-proxy's `HttpProxy`
+    /// (no HTTP/2, no request bodies: the floor below the proxy layer; see `core.rs`).
+    #[arg(long)]
+    core: bool,
 }
 
 /// A buffered access-log file, flushed when the buffer fills and at least once a second.
@@ -71,17 +81,23 @@ struct AccessLog {
 }
 
 impl AccessLog {
-    fn write(&self, session: &Session, status: u16, started: Instant) {
-        let req = session.req_header();
+    fn write(
+        &self,
+        method: &http::Method,
+        path: &str,
+        status: u16,
+        bytes: usize,
+        started: Instant,
+    ) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let (w, last_flush) = &mut *out;
         let _ = writeln!(
             w,
             "{} {} {} {} {}",
-            req.method,
-            req.uri.path(),
+            method,
+            path,
             status,
-            session.body_bytes_sent(),
+            bytes,
             started.elapsed().as_micros()
         );
         if last_flush.elapsed() >= Duration::from_secs(1) {
@@ -110,10 +126,7 @@ impl ProxyHttp for Bare {
         _session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.upstream, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_secs(1));
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        Ok(Box::new(core::peer(self.upstream)))
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
@@ -122,7 +135,14 @@ impl ProxyHttp for Bare {
                 .response_written()
                 .map(|r| r.status.as_u16())
                 .unwrap_or(0);
-            log.write(session, status, *started);
+            let req = session.req_header();
+            log.write(
+                &req.method,
+                req.uri.path(),
+                status,
+                session.body_bytes_sent(),
+                *started,
+            );
         }
     }
 }
@@ -150,6 +170,23 @@ fn main() -> std::process::ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let conf = Arc::clone(&server.configuration);
+    if args.core {
+        if args.tls_listen.is_some() {
+            // bench/compare always passes one; its TLS scenarios then see no listener.
+            eprintln!("bench-pingora: --core serves cleartext HTTP/1 only; --tls-listen ignored");
+        }
+        let mut options = ConnectorOptions::from_server_conf(&conf);
+        options.lazy_idle_pool = args.lazy_idle_pool;
+        let app = core::Core {
+            peer: core::peer(args.upstream),
+            connector: Arc::new(Connector::new(Some(options))),
+            access_log,
+        };
+        let mut service = Service::new("bench-pingora-core".to_string(), app);
+        service.add_tcp(&args.listen.to_string());
+        server.add_service(service);
+        server.run_forever()
+    }
     let mut service = http_proxy_service_with_name(
         &conf,
         Bare {

@@ -1,0 +1,137 @@
+//! `bench-pingora --core`: the floor *below* pingora-proxy — the same exchange written directly
+//! on pingora-core's HTTP/1 sessions, without `HttpProxy`'s phases, modules and task plumbing.
+//!
+//! Per request on a keep-alive connection: read the head (`ServerSession::read_request`), take a
+//! pooled upstream session from the same `Connector` the proxy uses, send a copy of the head
+//! (version 1.1, `Connection` dropped), finish the (empty) request body, read the response head,
+//! write it downstream, relay the body, return the upstream session to the pool and the client
+//! connection to the accept loop (`ServerSession::finish`). That is what an HTTP/1 fast path on
+//! pingora-core's lower layers would have to do at least; the gap between this mode and the
+//! default one in `bench/callgrind-ir` or `bench/compare` is what pingora-proxy's orchestration
+//! costs per request.
+//!
+//! Deliberately minimal, like the rest of this binary: requests with a body, upgrades and HTTP/2
+//! are answered `501`; an upstream failure is a `502` and the connection is closed. Not a proxy to
+//! put in front of anything.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::connectors::http::Connector;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::client::HttpSession as ClientSession;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+
+use crate::AccessLog;
+
+/// How long an idle upstream connection stays in the pool (as in the proxy mode).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The core-only app: every HTTP/1 request goes to `peer`.
+pub struct Core {
+    /// The upstream, built once.
+    pub peer: HttpPeer,
+    /// The pooled connector (pingora's pool, or the lazy one with `--lazy-idle-pool`).
+    pub connector: Arc<Connector>,
+    /// The buffered access log, if any.
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+impl Core {
+    /// Proxies one request whose head has been read; returns the status sent downstream.
+    async fn exchange(&self, session: &mut ServerSession) -> Result<u16> {
+        let (upstream, _reused) = self.connector.get_http_session(&self.peer).await?;
+        let ClientSession::H1(mut upstream) = upstream else {
+            return Err(Error::explain(ErrorType::InternalError, "not HTTP/1"));
+        };
+        let mut req = session.req_header().clone();
+        req.set_version(http::Version::HTTP_11);
+        req.remove_header(&http::header::CONNECTION);
+        upstream.write_request_header(Box::new(req)).await?;
+        upstream.finish_body().await?;
+        let mut resp = upstream.read_resp_header_parts().await?;
+        while resp.status.is_informational() {
+            session.write_response_header(resp).await?;
+            resp = upstream.read_resp_header_parts().await?;
+        }
+        let status = resp.status.as_u16();
+        session.write_response_header(resp).await?;
+        while let Some(body) = upstream.read_body_bytes().await? {
+            let end = upstream.is_body_done();
+            session.write_response_body(body, end).await?;
+        }
+        self.connector
+            .release_http_session(ClientSession::H1(upstream), &self.peer, Some(IDLE_TIMEOUT))
+            .await;
+        Ok(status)
+    }
+
+    /// Answers `status` with an empty body (the request is not proxied).
+    async fn answer(session: &mut ServerSession, status: u16) -> u16 {
+        if let Ok(mut resp) = ResponseHeader::build(status, Some(1)) {
+            let _ = resp.insert_header(http::header::CONTENT_LENGTH, "0");
+            let _ = session.write_response_header(Box::new(resp)).await;
+        }
+        status
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for Core {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return None,
+        }
+        let started = Instant::now();
+        session.set_keepalive(Some(60));
+        let plain = matches!(session, ServerSession::H1(_))
+            && session.is_body_empty()
+            && !session.is_upgrade_req();
+        let status = if !plain {
+            session.set_keepalive(None);
+            Self::answer(&mut session, 501).await
+        } else {
+            match self.exchange(&mut session).await {
+                Ok(status) => status,
+                Err(_) => {
+                    session.set_keepalive(None);
+                    Self::answer(&mut session, 502).await
+                }
+            }
+        };
+        if let Some(log) = &self.access_log {
+            let req = session.req_header();
+            log.write(
+                &req.method,
+                req.uri.path(),
+                status,
+                session.body_bytes_sent(),
+                started,
+            );
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
+    }
+}
+
+/// The upstream peer both modes use.
+pub fn peer(upstream: SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(upstream, false, String::new());
+    peer.options.connection_timeout = Some(Duration::from_secs(1));
+    peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+    peer
+}
