@@ -4,7 +4,6 @@
 //! `/bytes/N`, `/ws` (echo), `/sse`, `/slow?ms=N`, `/healthz`. See `bench/README.md`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +25,8 @@ struct Args {
     /// Address for HTTP/1.1 and h2c (prior knowledge).
     #[arg(long, default_value = "127.0.0.1:19000")]
     listen: SocketAddr,
-    /// Optional address for TLS (ALPN h2, http/1.1); needs --cert and --key.
-    #[arg(long, requires_all = ["cert", "key"])]
-    tls_listen: Option<SocketAddr>,
-    /// PEM certificate chain for --tls-listen.
-    #[arg(long)]
-    cert: Option<PathBuf>,
-    /// PEM private key for --tls-listen.
-    #[arg(long)]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: orchestra_bench::cli::TlsListen,
     /// Runtime worker threads (1 = a single-threaded runtime, cheapest when pinned to one CPU).
     /// Default: the number of CPUs.
     #[arg(long)]
@@ -80,7 +72,9 @@ async fn run(args: Args, threads: usize) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("bind {}: {e}", args.listen)))?;
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(upstream::serve(listener, state.clone(), None)));
-    if let (Some(addr), Some(cert), Some(key)) = (args.tls_listen, &args.cert, &args.key) {
+    if let (Some(addr), Some(cert), Some(key)) =
+        (args.tls.tls_listen, &args.tls.cert, &args.tls.key)
+    {
         let acceptor = upstream::tls::acceptor(cert, key)?;
         let listener = TcpListener::bind(addr)
             .await

@@ -111,14 +111,7 @@ impl HttpServerApp for Core {
             }
         };
         if let Some(log) = &self.access_log {
-            let req = session.req_header();
-            log.write(
-                &req.method,
-                req.uri.path(),
-                status,
-                session.body_bytes_sent(),
-                started,
-            );
+            log.write(&session, status, started);
         }
         let settings = HttpPersistentSettings::for_session(&session);
         match session.finish().await {

@@ -28,6 +28,7 @@ use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::ALPN;
 use pingora::proxy::{http_proxy_service_with_name, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -46,15 +47,8 @@ struct Args {
     /// Plain-text listener (HTTP/1.1 and h2c prior knowledge).
     #[arg(long, default_value = "127.0.0.1:18080")]
     listen: SocketAddr,
-    /// Optional TLS listener (ALPN h2, http/1.1); needs --cert and --key.
-    #[arg(long, requires_all = ["cert", "key"])]
-    tls_listen: Option<SocketAddr>,
-    /// PEM certificate chain for --tls-listen.
-    #[arg(long)]
-    cert: Option<PathBuf>,
-    /// PEM private key for --tls-listen.
-    #[arg(long)]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: orchestra_bench::cli::TlsListen,
     /// The upstream every request goes to (plain HTTP/1.1, pooled keep-alive connections).
     #[arg(long, default_value = "127.0.0.1:19000")]
     upstream: SocketAddr,
@@ -81,23 +75,17 @@ struct AccessLog {
 }
 
 impl AccessLog {
-    fn write(
-        &self,
-        method: &http::Method,
-        path: &str,
-        status: u16,
-        bytes: usize,
-        started: Instant,
-    ) {
+    fn write(&self, session: &ServerSession, status: u16, started: Instant) {
+        let req = session.req_header();
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let (w, last_flush) = &mut *out;
         let _ = writeln!(
             w,
             "{} {} {} {} {}",
-            method,
-            path,
+            req.method,
+            req.uri.path(),
             status,
-            bytes,
+            session.body_bytes_sent(),
             started.elapsed().as_micros()
         );
         if last_flush.elapsed() >= Duration::from_secs(1) {
@@ -135,14 +123,7 @@ impl ProxyHttp for Bare {
                 .response_written()
                 .map(|r| r.status.as_u16())
                 .unwrap_or(0);
-            let req = session.req_header();
-            log.write(
-                &req.method,
-                req.uri.path(),
-                status,
-                session.body_bytes_sent(),
-                *started,
-            );
+            log.write(session, status, *started);
         }
     }
 }
@@ -171,7 +152,7 @@ fn main() -> std::process::ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let conf = Arc::clone(&server.configuration);
     if args.core {
-        if args.tls_listen.is_some() {
+        if args.tls.tls_listen.is_some() {
             // bench/compare always passes one; its TLS scenarios then see no listener.
             eprintln!("bench-pingora: --core serves cleartext HTTP/1 only; --tls-listen ignored");
         }
@@ -206,7 +187,9 @@ fn main() -> std::process::ExitCode {
         app.server_options = Some(options);
     }
     service.add_tcp(&args.listen.to_string());
-    if let (Some(addr), Some(cert), Some(key)) = (args.tls_listen, &args.cert, &args.key) {
+    if let (Some(addr), Some(cert), Some(key)) =
+        (args.tls.tls_listen, &args.tls.cert, &args.tls.key)
+    {
         let tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy());
         let mut tls = match tls {
             Ok(t) => t,
