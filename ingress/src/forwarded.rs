@@ -85,9 +85,10 @@ pub fn set_forwarded(
         (None, Some(p)) => HeaderValue::from_maybe_shared(Bytes::from(p)).ok(),
         (_, None) => None,
     };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Some(v) = xff {
-        headers.set(X_FORWARDED_FOR, v);
+    // `set` replaces every value under the name, so the old chain needs no lookup of its own.
+    match xff {
+        Some(v) => headers.set(X_FORWARDED_FOR, v),
+        None => headers.remove(&X_FORWARDED_FOR),
     }
     let keep = |h: &dyn HeaderOps, name: &HeaderName| from_proxy && h.get(name).is_some();
     if !keep(headers, &X_FORWARDED_PROTO) {
