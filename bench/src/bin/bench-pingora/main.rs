@@ -128,6 +128,14 @@ impl ProxyHttp for Bare {
     }
 }
 
+/// The upstream connector built from the server configuration, with the vendored lazy idle pool
+/// when `lazy_idle_pool` (the proxy mode keeps `HttpProxy`'s own connector otherwise).
+fn connector(conf: &ServerConf, lazy_idle_pool: bool) -> Arc<Connector> {
+    let mut options = ConnectorOptions::from_server_conf(conf);
+    options.lazy_idle_pool = lazy_idle_pool;
+    Arc::new(Connector::new(Some(options)))
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let access_log = match &args.access_log {
@@ -156,11 +164,9 @@ fn main() -> std::process::ExitCode {
             // bench/compare always passes one; its TLS scenarios then see no listener.
             eprintln!("bench-pingora: --core serves cleartext HTTP/1 only; --tls-listen ignored");
         }
-        let mut options = ConnectorOptions::from_server_conf(&conf);
-        options.lazy_idle_pool = args.lazy_idle_pool;
         let app = core::Core {
             peer: core::peer(args.upstream),
-            connector: Arc::new(Connector::new(Some(options))),
+            connector: connector(&conf, args.lazy_idle_pool),
             access_log,
         };
         let mut service = Service::new("bench-pingora-core".to_string(), app);
@@ -178,9 +184,7 @@ fn main() -> std::process::ExitCode {
     );
     if let Some(app) = service.app_logic_mut() {
         if args.lazy_idle_pool {
-            let mut options = ConnectorOptions::from_server_conf(&conf);
-            options.lazy_idle_pool = true;
-            app.set_client_connector(Arc::new(Connector::new(Some(options))));
+            app.set_client_connector(connector(&conf, true));
         }
         let mut options = HttpServerOptions::default();
         options.h2c = true;
