@@ -1632,10 +1632,9 @@ where
         // connection's next requests here, with the next session made as the caller makes it
         // (`ReusedHttpStream::into_next_session`), makes that once per connection. HTTP/2
         // streams are never reused.
-        let header_timeout = self.server_options().and_then(|o| o.header_read_timeout);
         loop {
             let reused = self.process_one_http(session, shutdown).await?;
-            session = reused.into_next_session(header_timeout);
+            session = reused.into_next_session(self.server_options());
         }
     }
 

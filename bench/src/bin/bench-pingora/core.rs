@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession as ClientSession;
@@ -41,6 +41,8 @@ pub struct Core {
     pub connector: Arc<Connector>,
     /// The buffered access log, if any.
     pub access_log: Option<Arc<AccessLog>>,
+    /// What pingora-core applies to each HTTP/1 session (the header case setting).
+    pub options: HttpServerOptions,
 }
 
 impl Core {
@@ -119,11 +121,16 @@ impl HttpServerApp for Core {
             Err(_) => None,
         }
     }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
 }
 
 /// The upstream peer both modes use.
-pub fn peer(upstream: SocketAddr) -> HttpPeer {
+pub fn peer(upstream: SocketAddr, discard_header_case: bool) -> HttpPeer {
     let mut peer = HttpPeer::new(upstream, false, String::new());
+    peer.options.discard_h1_header_case = discard_header_case;
     peer.options.connection_timeout = Some(Duration::from_secs(1));
     peer.options.idle_timeout = Some(IDLE_TIMEOUT);
     peer

@@ -67,6 +67,11 @@ struct Args {
     /// (no HTTP/2, no request bodies: the floor below the proxy layer; see `core.rs`).
     #[arg(long)]
     core: bool,
+    /// Drop the spelling of HTTP/1 header names (requests and responses without pingora's case
+    /// map: `HttpServerOptions` and `PeerOptions::discard_h1_header_case`, as the gateway does
+    /// unless `server.preserve_header_case = true`).
+    #[arg(long)]
+    discard_header_case: bool,
 }
 
 /// A buffered access-log file, flushed when the buffer fills and at least once a second.
@@ -99,6 +104,7 @@ impl AccessLog {
 struct Bare {
     upstream: SocketAddr,
     access_log: Option<Arc<AccessLog>>,
+    discard_header_case: bool,
 }
 
 #[async_trait]
@@ -114,7 +120,10 @@ impl ProxyHttp for Bare {
         _session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(core::peer(self.upstream)))
+        Ok(Box::new(core::peer(
+            self.upstream,
+            self.discard_header_case,
+        )))
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
@@ -126,6 +135,15 @@ impl ProxyHttp for Bare {
             log.write(session, status, *started);
         }
     }
+}
+
+/// The listener's options: h2c (prior knowledge) on the cleartext port (not with `--core`, which
+/// serves HTTP/1 only), and the header case setting.
+fn server_options(args: &Args) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2c = !args.core;
+    options.discard_h1_header_case = args.discard_header_case;
+    options
 }
 
 /// The upstream connector built from the server configuration, with the vendored lazy idle pool
@@ -165,9 +183,10 @@ fn main() -> std::process::ExitCode {
             eprintln!("bench-pingora: --core serves cleartext HTTP/1 only; --tls-listen ignored");
         }
         let app = core::Core {
-            peer: core::peer(args.upstream),
+            peer: core::peer(args.upstream, args.discard_header_case),
             connector: connector(&conf, args.lazy_idle_pool),
             access_log,
+            options: server_options(&args),
         };
         let mut service = Service::new("bench-pingora-core".to_string(), app);
         service.add_tcp(&args.listen.to_string());
@@ -179,6 +198,7 @@ fn main() -> std::process::ExitCode {
         Bare {
             upstream: args.upstream,
             access_log,
+            discard_header_case: args.discard_header_case,
         },
         "bench-pingora",
     );
@@ -186,9 +206,7 @@ fn main() -> std::process::ExitCode {
         if args.lazy_idle_pool {
             app.set_client_connector(connector(&conf, true));
         }
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
+        app.server_options = Some(server_options(&args));
     }
     service.add_tcp(&args.listen.to_string());
     if let (Some(addr), Some(cert), Some(key)) =

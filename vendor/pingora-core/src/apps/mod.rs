@@ -96,6 +96,12 @@ pub struct HttpServerOptions {
     /// handshake, and the whole first HTTP/1 head; on a reused HTTP/1 connection it runs from
     /// the head's first byte. `None` (the default): per-read timeouts only.
     pub header_read_timeout: Option<Duration>,
+
+    // ORCHESTRA PATCH (header case)
+    /// Drop the client's spelling of HTTP/1 request header names: request heads have no case
+    /// map, and a proxy forwards a few common fields in their usual capitalization and others in
+    /// lower case (see `SessionV1::set_keep_header_case`). Default `false` (the spelling is kept).
+    pub discard_h1_header_case: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -220,17 +226,32 @@ impl ReusedHttpStream {
 
     // ORCHESTRA PATCH (one future per connection)
     /// The HTTP/1 session for the next request on this stream: the persisted settings applied,
-    /// and `header_read_timeout` running from the next head's first byte. Shared by
-    /// [`ServerApp::process_new`]'s keep-alive loop and by apps that serve a connection's
-    /// requests themselves.
-    pub fn into_next_session(self, header_read_timeout: Option<Duration>) -> ServerSession {
+    /// `options`' `header_read_timeout` running from the next head's first byte and its header
+    /// case setting. Shared by [`ServerApp::process_new`]'s keep-alive loop and by apps that
+    /// serve a connection's requests themselves.
+    pub fn into_next_session(self, options: Option<&HttpServerOptions>) -> ServerSession {
         let mut session = ServerSession::new_http1(self.stream);
-        session.set_header_read_timeout(header_read_timeout, None);
+        apply_h1_options(&mut session, options, None);
         if let Some(persistent_settings) = self.persistent_settings {
             persistent_settings.apply_to_session(&mut session);
         }
         session
     }
+}
+
+// ORCHESTRA PATCH (header read timeout, header case)
+/// Applies the [`HttpServerOptions`] that live on an HTTP/1 session: the head read bound (from
+/// `started` when given, else from the head's first byte) and the header case setting.
+fn apply_h1_options(
+    session: &mut ServerSession,
+    options: Option<&HttpServerOptions>,
+    started: Option<std::time::Instant>,
+) {
+    let Some(options) = options else {
+        return;
+    };
+    session.set_header_read_timeout(options.header_read_timeout, started);
+    session.set_keep_header_case(!options.discard_h1_header_case);
 }
 
 /// This trait defines the interface of an HTTP application.
@@ -392,8 +413,8 @@ where
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             let mut session = ServerSession::new_http1(stream);
-            // ORCHESTRA PATCH (header read timeout): the first head, from `started`.
-            session.set_header_read_timeout(header_timeout, Some(started));
+            // ORCHESTRA PATCH (header read timeout, header case): the first head, from `started`.
+            apply_h1_options(&mut session, self.server_options(), Some(started));
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
@@ -409,7 +430,7 @@ where
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some(reused) = result {
                 // ORCHESTRA PATCH (header read timeout): later heads, from their first byte.
-                let session = reused.into_next_session(header_timeout);
+                let session = reused.into_next_session(self.server_options());
                 result = self.process_new_http(session, shutdown).await;
             }
         }

@@ -80,6 +80,16 @@ impl Session {
     }
     // ORCHESTRA PATCH (header read timeout) end
 
+    // ORCHESTRA PATCH (header case) begin
+    /// Whether HTTP/1 request heads keep the client's spelling of field names; see
+    /// [`SessionV1::set_keep_header_case`]. Not applicable to other session types.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        if let Self::H1(s) = self {
+            s.set_keep_header_case(keep);
+        }
+    }
+    // ORCHESTRA PATCH (header case) end
+
     /// Create a new [`Session`] from an established HTTP/2 stream
     pub fn new_http2(session: SessionV2) -> Self {
         Self::H2(session)

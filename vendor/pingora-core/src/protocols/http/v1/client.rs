@@ -67,6 +67,9 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // ORCHESTRA PATCH (header case): whether response heads keep the server's spelling of
+    // field names. See `set_keep_header_case`.
+    keep_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -100,6 +103,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            keep_header_case: true,
         }
     }
 
@@ -110,6 +114,8 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            // ORCHESTRA PATCH (header case)
+            session.set_keep_header_case(!options.discard_h1_header_case);
         }
         session
     }
@@ -288,10 +294,15 @@ impl HttpSession {
                         // adds to a response it forwards (`Date`, `Connection` from the
                         // downstream writer, and what response filters set), so that adding
                         // them does not grow (reallocate and rehash) both header maps.
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len() + HEADER_MAP_HEADROOM),
-                        ) {
+                        let size_hint = Some(resp.headers.len() + HEADER_MAP_HEADROOM);
+                        // ORCHESTRA PATCH (header case): without the case map when the
+                        // spelling is not kept (see `set_keep_header_case`).
+                        let built = if self.keep_header_case {
+                            ResponseHeader::build(resp.code.unwrap(), size_hint)
+                        } else {
+                            ResponseHeader::build_no_case(resp.code.unwrap(), size_hint)
+                        };
+                        let mut response_header = match built {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };
@@ -526,6 +537,18 @@ impl HttpSession {
     pub fn set_allow_h1_response_invalid_content_length(&mut self, allow: bool) {
         self.allow_h1_response_invalid_content_length = allow;
     }
+
+    // ORCHESTRA PATCH (header case) begin
+    /// Whether response heads keep the server's spelling of header field names (`true`, the
+    /// default). With `false` a response head has no case map: a proxy writes a few common
+    /// fields in their usual capitalization and the others in lower case (see the server
+    /// side's `set_keep_header_case`). Set from
+    /// [`PeerOptions::discard_h1_header_case`](crate::upstreams::peer::PeerOptions) by
+    /// [`HttpSession::new_with_options`].
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
+    }
+    // ORCHESTRA PATCH (header case) end
 
     pub(super) fn get_headers_raw(&self) -> &[u8] {
         // TODO: these get_*() could panic. handle them better

@@ -108,6 +108,9 @@ pub struct HttpSession {
     // the head's first byte. See `set_header_read_timeout`.
     header_read_timeout: Option<Duration>,
     header_read_started: Option<std::time::Instant>,
+    // ORCHESTRA PATCH (header case): whether request heads keep the client's spelling of field
+    // names (pingora's behaviour; a second header map). See `set_keep_header_case`.
+    keep_header_case: bool,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
@@ -195,6 +198,7 @@ impl HttpSession {
             write_timeout: None,
             header_read_timeout: None,
             header_read_started: None,
+            keep_header_case: true,
             total_drain_timeout: None,
             body_bytes_sent: 0,
             body_bytes_read: 0,
@@ -392,15 +396,19 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            // ORCHESTRA PATCH (header map headroom): room for the fields a proxy
-                            // adds to a request it forwards (identity, `X-Forwarded-*`), so that
-                            // adding them does not grow (reallocate and rehash) both header maps.
-                            Some(req.headers.len() + HEADER_MAP_HEADROOM),
-                        )?);
+                        // ORCHESTRA PATCH (header map headroom): room for the fields a proxy
+                        // adds to a request it forwards (identity, `X-Forwarded-*`), so that
+                        // adding them does not grow (reallocate and rehash) both header maps.
+                        let size_hint = Some(req.headers.len() + HEADER_MAP_HEADROOM);
+                        // we path httparse to allow unsafe bytes in the str
+                        let (method, path) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
+                        // ORCHESTRA PATCH (header case): without the case map when the
+                        // spelling is not kept (see `set_keep_header_case`).
+                        let mut request_header = Box::new(if self.keep_header_case {
+                            RequestHeader::build(method, path.as_bytes(), size_hint)?
+                        } else {
+                            RequestHeader::build_no_case(method, path.as_bytes(), size_hint)?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -1390,6 +1398,18 @@ impl HttpSession {
         self.header_read_started = started;
     }
     // ORCHESTRA PATCH (header read timeout) end
+
+    // ORCHESTRA PATCH (header case) begin
+    /// Whether request heads keep the client's spelling of header field names (`true`, the
+    /// default: a second map, beside the `HeaderMap`, holds each name as sent, and forwarding
+    /// the head writes it back that way). With `false` a head has only the `HeaderMap`: field
+    /// names are case-insensitive (RFC 9110, section 5.1), and a head without a case map is
+    /// written with a few common fields in their usual capitalization (`Content-Length`) and
+    /// the others in lower case, as an HTTP/2 client's fields already are. Saves a map insert per field and the map's copies and drops.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
+    }
+    // ORCHESTRA PATCH (header case) end
 
     // ORCHESTRA PATCH (idle body buffer) begin
     /// Reads an upgraded connection's bytes without holding the 64 KiB body buffer while the
