@@ -335,6 +335,7 @@ fn server(c: &mut Compiler<'_>, raw: &RawServer) -> ServerSettings {
         data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or("data")),
         limits,
         trusted_proxies: orchestra_plugins::TrustedProxies::new(nets),
+        preserve_header_case: raw.preserve_header_case.unwrap_or(false),
     }
 }
 

@@ -78,6 +78,9 @@ pub struct RawServer {
     pub max_request_body: Option<toml::Value>,
     /// Peers whose `X-Forwarded-*` headers are believed (CIDRs or addresses).
     pub trusted_proxies: Option<Vec<String>>,
+    /// Keep the spelling of HTTP/1 header names as clients and upstreams send them (default
+    /// `false`: a few common fields in their usual capitalization, others in lower case).
+    pub preserve_header_case: Option<bool>,
 }
 
 /// `[admin]`.

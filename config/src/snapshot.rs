@@ -177,6 +177,12 @@ pub struct ServerSettings {
     /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are kept (and whose forwarded
     /// client address the plugins use); everyone else's are replaced.
     pub trusted_proxies: TrustedProxies,
+    /// Whether HTTP/1 header names keep the spelling they were sent with (request heads from
+    /// clients to upstreams, response heads from upstreams to clients). Off by default: names
+    /// are case-insensitive, HTTP/2 and HTTP/3 already carry them in lower case, and keeping the
+    /// spelling costs a second header map per head. Request side bound at start (restart),
+    /// response side at once.
+    pub preserve_header_case: bool,
 }
 
 /// Downstream (client-side) limits of `[server]`, the same on HTTP/1.1, HTTP/2 and HTTP/3.

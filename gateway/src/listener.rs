@@ -97,6 +97,8 @@ pub fn start(
         options.h2c = true;
         options.header_read_timeout = Some(limits.header_read_timeout);
         options.h2_idle_timeout = Some(limits.keepalive_timeout);
+        // Request heads without a second map for the clients' spelling unless asked for.
+        options.discard_h1_header_case = !snapshot.server.preserve_header_case;
         app.server_options = Some(options);
         // One set of upstream pools for every front (the HTTP/3 front uses the same).
         app.set_client_connector(state.upstream_client().shared_connector());

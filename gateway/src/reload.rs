@@ -9,7 +9,7 @@
 //!
 //! Settings bound at process start (listener addresses, TLS files, worker threads, data dir,
 //! `server.header_read_timeout`, `keepalive_timeout` for HTTP/2 and HTTP/3, `max_connections`,
-//! `[backend]`) are compared too: a change is applied to everything else and reported as
+//! `preserve_header_case` for request heads, `[backend]`) are compared too: a change is applied to everything else and reported as
 //! `restart_needed`, never
 //! silently ignored.
 
@@ -70,6 +70,8 @@ struct Bound {
     header_read_timeout: Duration,
     keepalive_timeout: Duration,
     max_connections: usize,
+    /// Request side; the response side follows a reload (peers are rebuilt).
+    preserve_header_case: bool,
 }
 
 impl Bound {
@@ -83,6 +85,7 @@ impl Bound {
             header_read_timeout: s.server.limits.header_read_timeout,
             keepalive_timeout: s.server.limits.keepalive_timeout,
             max_connections: s.server.limits.max_connections,
+            preserve_header_case: s.server.preserve_header_case,
         }
     }
 }
@@ -235,6 +238,11 @@ fn restart_needed(bound: &Bound, new: &Snapshot) -> Vec<String> {
         (
             "server.max_connections",
             bound.max_connections != new.max_connections,
+        ),
+        (
+            // Request heads are parsed by the listeners; responses follow at once.
+            "server.preserve_header_case",
+            bound.preserve_header_case != new.preserve_header_case,
         ),
     ] {
         if changed {

@@ -19,7 +19,12 @@ use crate::pipeline::Picked;
 ///
 /// `upgrade` marks a WebSocket (or other HTTP/1.1 upgrade) request: it must go over HTTP/1.1 and
 /// has no read timeout once upgraded, since a tunnel may stay quiet for long stretches.
-fn build_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> HttpPeer {
+fn build_peer(
+    upstream: &Upstream,
+    addr: SocketAddr,
+    upgrade: bool,
+    preserve_header_case: bool,
+) -> HttpPeer {
     let (tls, sni) = match &upstream.tls {
         Some(t) if t.sni.is_empty() => (true, addr.ip().to_string()),
         Some(t) => (true, t.sni.clone()),
@@ -33,6 +38,8 @@ fn build_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> HttpPeer 
     o.read_timeout = (!upgrade).then_some(t.read);
     o.write_timeout = Some(t.write);
     o.idle_timeout = Some(t.idle);
+    // `server.preserve_header_case`, response side (the request side is the listener's).
+    o.discard_h1_header_case = !preserve_header_case;
     o.alpn = match (upstream.protocol, upgrade) {
         (_, true) | (UpstreamProtocol::H1, _) => ALPN::H1,
         (UpstreamProtocol::H2, false) => ALPN::H2H1,
@@ -50,11 +57,14 @@ fn build_peer(upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> HttpPeer 
 #[derive(Debug, Default)]
 pub struct PeerIndex {
     peers: Vec<Vec<[HttpPeer; 2]>>,
+    /// `server.preserve_header_case` of the snapshot, for peers built on demand.
+    preserve_header_case: bool,
 }
 
 impl PeerIndex {
     /// Builds the peers of every target of `snapshot`.
     pub fn build(snapshot: &Snapshot) -> PeerIndex {
+        let case = snapshot.server.preserve_header_case;
         let peers = snapshot
             .upstreams
             .iter()
@@ -62,11 +72,19 @@ impl PeerIndex {
                 u.balancer
                     .targets()
                     .iter()
-                    .map(|t| [build_peer(u, t.addr, false), build_peer(u, t.addr, true)])
+                    .map(|t| {
+                        [
+                            build_peer(u, t.addr, false, case),
+                            build_peer(u, t.addr, true, case),
+                        ]
+                    })
                     .collect()
             })
             .collect();
-        PeerIndex { peers }
+        PeerIndex {
+            peers,
+            preserve_header_case: case,
+        }
     }
 
     /// The peer of target `target` of upstream `upstream`, for an upgrade request or not.
@@ -83,7 +101,12 @@ impl PeerIndex {
     pub fn peer_for(&self, picked: &Picked, upgrade: bool) -> Cow<'_, HttpPeer> {
         match self.get(picked.upstream_index, picked.target_index, upgrade) {
             Some(peer) => Cow::Borrowed(peer),
-            None => Cow::Owned(build_peer(&picked.upstream, picked.addr, upgrade)),
+            None => Cow::Owned(build_peer(
+                &picked.upstream,
+                picked.addr,
+                upgrade,
+                self.preserve_header_case,
+            )),
         }
     }
 }
