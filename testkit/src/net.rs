@@ -1,6 +1,7 @@
 //! Loopback port helpers.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Mutex;
 
 /// Returns a `127.0.0.1` address whose port was free a moment ago.
 ///
@@ -12,10 +13,37 @@ pub fn free_addr() -> std::io::Result<SocketAddr> {
     listener.local_addr()
 }
 
+/// TCP sockets bound by [`closed_addr`], kept until the process exits.
+static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+
 /// Returns a `127.0.0.1` address on which nothing listens, for "upstream down" tests.
 ///
-/// Same mechanism (and the same small race) as [`free_addr`]: a connection to it is
-/// refused unless some other process binds the port in the meantime.
+/// The port stays bound, without `listen`, by a socket this process keeps until it exits: a
+/// connection to it is refused, and no other test or process can take the port in the
+/// meantime (a released port could be handed to the next server that binds `127.0.0.1:0`, which
+/// would then answer what the test expects to fail).
 pub fn closed_addr() -> std::io::Result<SocketAddr> {
-    free_addr()
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    let addr = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("bound socket has no IP address"))?;
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(socket);
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_addr_refuses_connections_and_cannot_be_taken() {
+        let addr = closed_addr().expect("closed addr");
+        let err = std::net::TcpStream::connect(addr).expect_err("nothing listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+        let err = TcpListener::bind(addr).expect_err("the port is held");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    }
 }
