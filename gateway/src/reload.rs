@@ -9,9 +9,8 @@
 //!
 //! Settings bound at process start (listener addresses, TLS files, worker threads, data dir,
 //! `server.header_read_timeout`, `keepalive_timeout` for HTTP/2 and HTTP/3, `max_connections`,
-//! `preserve_header_case` for request heads, `[backend]`) are compared too: a change is applied to everything else and reported as
-//! `restart_needed`, never
-//! silently ignored.
+//! `preserve_header_case` for request heads, `[backend]`) are compared too: a change is applied
+//! to everything else and reported as `restart_needed`, never silently ignored.
 
 use std::collections::VecDeque;
 use std::fmt::Write;

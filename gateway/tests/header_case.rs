@@ -2,8 +2,8 @@
 //!
 //! By default a request head reaches the upstream with a few common fields (`Host`,
 //! `Content-Length`, ...) in their usual capitalization and every other field in lower case, and a
-//! response head reaches the client the same way; with `preserve_header_case = true` both keep the spelling they were sent with.
-//! Both are checked on the first and on a later request of one keep-alive client connection
+//! response head reaches the client the same way; with `preserve_header_case = true` both keep
+//! the spelling they were sent with. Both are checked on the first and on a later request of one keep-alive client connection
 //! (pingora makes a new session per request, and each must get the listener's setting).
 
 mod common;
@@ -178,14 +178,9 @@ async fn reloading_preserve_header_case_applies_to_responses_and_asks_for_a_rest
     let text = gw
         .config_text(&body)
         .replace("[server]\n", "[server]\npreserve_header_case = true\n");
-    let a = admin.put_config(&text).await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(
-        a.json["restart_needed"],
-        serde_json::json!(["server.preserve_header_case"]),
-        "{}",
-        a.text
-    );
+    admin
+        .put_config_needing_restart(&text, &["server.preserve_header_case"])
+        .await;
     let answers = two_requests(&gw).await;
     for head in heads.lock().expect("heads").iter() {
         assert!(fields(head).contains(&"user-agent: case-test"), "{head}");

@@ -363,14 +363,12 @@ async fn reload_applies_request_limits_and_reports_listener_limits() {
         "[server]\n",
         "[server]\nmax_request_body = \"1KiB\"\nheader_read_timeout = \"3s\"\nmax_connections = 10\nwrite_timeout = \"5s\"\n",
     );
-    let a = admin.put_config(&text).await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(
-        a.json["restart_needed"],
-        serde_json::json!(["server.header_read_timeout", "server.max_connections"]),
-        "{}",
-        a.text
-    );
+    admin
+        .put_config_needing_restart(
+            &text,
+            &["server.header_read_timeout", "server.max_connections"],
+        )
+        .await;
     let resp = post().await.expect("post");
     assert_eq!(resp.status(), 413, "max_request_body applies at once");
 }

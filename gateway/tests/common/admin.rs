@@ -108,6 +108,20 @@ impl Admin {
             .await
     }
 
+    /// `PUT /admin/config`, asserting 200 and that the answer's `restart_needed` is exactly
+    /// `restart_needed` (the settings the process keeps until it restarts); returns the answer.
+    pub async fn put_config_needing_restart(&self, text: &str, restart_needed: &[&str]) -> Answer {
+        let a = self.put_config(text).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(
+            a.json["restart_needed"],
+            serde_json::json!(restart_needed),
+            "{}",
+            a.text
+        );
+        a
+    }
+
     /// `PUT /admin/config`, asserting 200 and `changed: true`; returns the new version.
     pub async fn apply(&self, text: &str) -> u64 {
         let a = self.put_config(text).await;
