@@ -94,12 +94,24 @@ pub(super) fn line(out: &mut Vec<u8>, format: LineFormat, at: SystemTime, r: &Ac
     }
 }
 
+/// Bytes a JSON string cannot hold as they are: controls, `"`, `\\` and everything outside
+/// ASCII (left to `serde_json`, which escapes and validates them).
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        t[b] = b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
 /// A JSON string literal (quotes and escapes included).
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Most fields are printable ASCII without quotes or backslashes: copied as they are.
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    // Most fields are printable ASCII without quotes or backslashes: copied as they are (one
+    // table lookup per byte).
+    if !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
+        out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -112,18 +124,8 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// `n` in decimal.
-fn decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+fn decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `n` in decimal with at least `width` digits (zero-padded).
@@ -278,6 +280,20 @@ mod tests {
             json_str(&mut out, s);
             let back: String = serde_json::from_slice(&out).unwrap();
             assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn every_ascii_byte_is_copied_or_escaped_as_json_needs() {
+        for b in 0u8..0x80 {
+            let s = format!("a{}b", char::from(b));
+            let mut out = Vec::new();
+            json_str(&mut out, &s);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, s, "byte {b:#04x}");
+            if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+                assert_eq!(out, format!("\"{s}\"").into_bytes(), "byte {b:#04x}");
+            }
         }
     }
 

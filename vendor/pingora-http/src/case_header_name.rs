@@ -70,6 +70,16 @@ pub trait IntoCaseHeaderName {
             .or_err(InvalidHTTPHeader, "invalid header name")?;
         Ok((case, name))
     }
+
+    /// ORCHESTRA PATCH (no case name without a case map): the [`HeaderName`] alone, for a head
+    /// that keeps no case map (`build_no_case`), where the case name would be built and
+    /// dropped. The default parses as [`Self::into_case_and_header_name`] does.
+    fn into_header_name(self) -> Result<HeaderName>
+    where
+        Self: Sized,
+    {
+        self.into_case_and_header_name().map(|(_, name)| name)
+    }
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -98,6 +108,10 @@ impl IntoCaseHeaderName for HeaderName {
     fn into_case_and_header_name(self) -> Result<(CaseHeaderName, HeaderName)> {
         Ok((titled_header_name(&self), self))
     }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self)
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
@@ -107,6 +121,10 @@ impl IntoCaseHeaderName for &HeaderName {
 
     fn into_case_and_header_name(self) -> Result<(CaseHeaderName, HeaderName)> {
         Ok((titled_header_name(self), self.clone()))
+    }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self.clone())
     }
 }
 
@@ -172,5 +190,15 @@ mod tests {
         assert_eq!(case.as_slice(), b"X-Custom");
         assert_eq!(name.as_str(), "x-custom");
         assert!("bad name".into_case_and_header_name().is_err());
+    }
+
+    // ORCHESTRA PATCH (no case name without a case map)
+    #[test]
+    fn test_header_name_alone() {
+        let custom = HeaderName::from_static("x-request-id");
+        assert_eq!(custom.clone().into_header_name().unwrap(), custom);
+        assert_eq!((&header::HOST).into_header_name().unwrap(), header::HOST);
+        assert_eq!("X-Custom".into_header_name().unwrap().as_str(), "x-custom");
+        assert!("bad name".into_header_name().is_err());
     }
 }

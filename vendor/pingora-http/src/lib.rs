@@ -877,16 +877,21 @@ fn append_header_value<T>(
     value: T,
 ) -> Result<bool> {
     // ORCHESTRA PATCH (header names without copies): a `HeaderName` is not parsed again.
-    let (case_header_name, header_name) = name.into_case_and_header_name()?;
-    // store the original case in the map
-    if let Some(name_map) = name_map {
-        // Use the non-panicking `try_append`: the infallible `append` calls
-        // `.expect("size overflows MAX_SIZE")` internally, which would abort the
-        // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
-        name_map
-            .try_append(header_name.clone(), case_header_name)
-            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
-    }
+    // ORCHESTRA PATCH (no case name without a case map): built only for a map that keeps it.
+    let header_name = match name_map {
+        // store the original case in the map
+        Some(name_map) => {
+            let (case_header_name, header_name) = name.into_case_and_header_name()?;
+            // Use the non-panicking `try_append`: the infallible `append` calls
+            // `.expect("size overflows MAX_SIZE")` internally, which would abort the
+            // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
+            name_map
+                .try_append(header_name.clone(), case_header_name)
+                .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+            header_name
+        }
+        None => name.into_header_name()?,
+    };
 
     // Non-panicking `try_append` for the same reason as the case map above.
     value_map.try_append(header_name, value).or_err(
@@ -903,11 +908,16 @@ fn insert_header_value<T>(
     value: T,
 ) -> Result<()> {
     // ORCHESTRA PATCH (header names without copies): a `HeaderName` is not parsed again.
-    let (case_header_name, header_name) = name.into_case_and_header_name()?;
-    if let Some(name_map) = name_map {
-        // store the original case in the map
-        name_map.insert(header_name.clone(), case_header_name);
-    }
+    // ORCHESTRA PATCH (no case name without a case map): built only for a map that keeps it.
+    let header_name = match name_map {
+        Some(name_map) => {
+            let (case_header_name, header_name) = name.into_case_and_header_name()?;
+            // store the original case in the map
+            name_map.insert(header_name.clone(), case_header_name);
+            header_name
+        }
+        None => name.into_header_name()?,
+    };
     value_map.insert(header_name, value);
     Ok(())
 }
