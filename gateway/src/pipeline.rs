@@ -36,7 +36,7 @@ pub use orchestra_ingress::{RequestHead, Scheme, Upgrade};
 use crate::access_log::{self, AccessLine};
 use crate::engine::attempts::{self, Attempts};
 use crate::error::GatewayError;
-use crate::request_id::{RequestIdentity, TRACEPARENT_NAME, X_REQUEST_ID_NAME};
+use crate::request_id::{never_indexed, RequestIdentity, TRACEPARENT_NAME, X_REQUEST_ID_NAME};
 use crate::state::{GatewayState, InFlight, Live};
 
 /// The protocol a request arrived on.
@@ -327,8 +327,8 @@ impl Pipeline {
             }
         }
         if let Some(id) = &ctx.identity {
-            upstream_headers.set(X_REQUEST_ID_NAME, id.request_id.clone());
-            upstream_headers.set(TRACEPARENT_NAME, id.traceparent.clone());
+            upstream_headers.set(X_REQUEST_ID_NAME, never_indexed(&id.request_id));
+            upstream_headers.set(TRACEPARENT_NAME, never_indexed(&id.traceparent));
         }
         set_forwarded(
             upstream_headers,
@@ -388,7 +388,7 @@ impl Pipeline {
     /// Runs the response phase: `x-request-id` toward the client and the plugin chain in reverse.
     pub fn on_response(&self, ctx: &RequestCtx, status: StatusCode, headers: &mut dyn HeaderOps) {
         if let Some(id) = &ctx.identity {
-            headers.set(X_REQUEST_ID_NAME, id.request_id.clone());
+            headers.set(X_REQUEST_ID_NAME, never_indexed(&id.request_id));
         }
         if let Some(route) = ctx.route.and_then(|i| ctx.snapshot.routes.routes().get(i)) {
             if !route.chain.is_empty() {

@@ -125,6 +125,20 @@ impl RequestIdentity {
     }
 }
 
+/// `value` marked sensitive, which HTTP/2's header compression (HPACK) sends as a literal
+/// "never indexed" field instead of adding it to the connection's dynamic table.
+///
+/// For the identity headers: a value that is new on every request would take a table entry per
+/// request, evict the entries that do repeat (`content-type`, `server`, ...), and cost the
+/// encoder a walk and a compare over every earlier entry of the same name (the `x-request-id`
+/// of each response on an HTTP/2 connection: 2,230 instructions per request net, see
+/// `bench/RESULTS.md`). The value itself and the HTTP/1.1 and HTTP/3 wire forms do not change.
+pub fn never_indexed(value: &HeaderValue) -> HeaderValue {
+    let mut value = value.clone();
+    value.set_sensitive(true);
+    value
+}
+
 fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| (0x21..0x7f).contains(b))
 }
