@@ -94,7 +94,7 @@ pub(super) fn line(out: &mut Vec<u8>, format: LineFormat, at: SystemTime, r: &Ac
     }
 }
 
-/// Bytes a JSON string cannot hold as they are: controls, `"`, `\\` and everything outside
+/// Bytes a JSON string cannot hold as they are: controls, `"`, `\` and everything outside
 /// ASCII (left to `serde_json`, which escapes and validates them).
 const NEEDS_ESCAPE: [bool; 256] = {
     let mut t = [true; 256];
