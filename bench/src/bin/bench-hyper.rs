@@ -1,0 +1,403 @@
+//! `bench-hyper`: a minimal proxy on hyper 1 instead of pingora — the floor of a non-pingora
+//! HTTP stack in side-by-side comparisons.
+//!
+//! Issue 14 asks for the gateway's CPU per request within 1.3× nginx's; pingora-core's own
+//! HTTP/1 sessions cost more than that on the benchmark machine (`bench-pingora --core`). This
+//! binary answers the question that leaves open: what would the *other* Rust stack cost? It does
+//! what `bench-pingora` does and nothing else — every request goes to one upstream over pooled
+//! keep-alive HTTP/1.1 connections (hyper-util's pooled client), the response streams back — on
+//! hyper's server (HTTP/1.1 and h2c on `--listen`, TLS with ALPN h2/http1.1 on `--tls-listen`),
+//! with the same allocator (mimalloc) and a current-thread runtime for `--threads 1`.
+//!
+//! `--pingora-upstream` keeps hyper's server but takes the upstream side from pingora-core, as
+//! the gateway does: its pooled `Connector` (the vendored lazy idle pool) and its HTTP/1 client
+//! session, headers without case. The gap between the two modes is the upstream half's share.
+//!
+//! Not a proxy to put in front of anything: no upgrades (WebSocket requests get what the
+//! upstream answers without the tunnel), no hop-by-hop header handling beyond `Connection`, an
+//! upstream failure is a `502`. `--access-log FILE` writes one buffered line per request on the
+//! worker, as `bench-pingora --access-log` does.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use futures::stream::{BoxStream, StreamExt};
+use http::uri::{Authority, Scheme};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession as ClientSession;
+use pingora::upstreams::peer::HttpPeer;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long an idle upstream connection stays in the pool (as in bench-pingora).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Minimal hyper proxy (the floor of a non-pingora HTTP stack for bench/compare).
+#[derive(Debug, Parser)]
+#[command(name = "bench-hyper", version)]
+struct Args {
+    /// Plain-text listener (HTTP/1.1 and h2c prior knowledge).
+    #[arg(long, default_value = "127.0.0.1:18081")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    tls: orchestra_bench::cli::TlsListen,
+    /// The upstream every request goes to (plain HTTP/1.1, pooled keep-alive connections).
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    upstream: SocketAddr,
+    /// Runtime worker threads (1 = a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Append one access-log line per request to this file (buffered).
+    #[arg(long)]
+    access_log: Option<PathBuf>,
+    /// Proxy upstream through pingora-core's pooled connector and HTTP/1 client session (the
+    /// gateway's upstream half) instead of hyper-util's client. Requests with a body get `501`.
+    #[arg(long)]
+    pingora_upstream: bool,
+}
+
+/// One buffered access-log file, flushed when the buffer fills and once a second.
+struct AccessLog {
+    out: Mutex<(BufWriter<File>, Instant)>,
+}
+
+impl AccessLog {
+    fn write(&self, method: &http::Method, path: &str, status: u16, started: Instant) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let (w, last_flush) = &mut *out;
+        let _ = writeln!(
+            w,
+            "{method} {path} {status} {}",
+            started.elapsed().as_micros()
+        );
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            let _ = w.flush();
+            *last_flush = Instant::now();
+        }
+    }
+}
+
+/// How requests reach the upstream.
+enum Upstream {
+    /// hyper-util's pooled client.
+    Hyper(Box<Client<HttpConnector, Incoming>>),
+    /// pingora-core's pooled connector and HTTP/1 client sessions.
+    Pingora(Box<PingoraUpstream>),
+}
+
+/// The upstream half of `--pingora-upstream`.
+struct PingoraUpstream {
+    /// The pool (the vendored lazy idle pool, as the gateway uses).
+    connector: Connector,
+    /// The upstream, built once.
+    peer: HttpPeer,
+}
+
+/// What every connection's service shares.
+struct Proxy {
+    upstream: Upstream,
+    authority: Authority,
+    host: HeaderValue,
+    access_log: Option<AccessLog>,
+}
+
+/// A response body streamed from a pingora upstream session.
+type PingoraBody = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Box<pingora::Error>>>>;
+
+type ProxyBody = Either<Either<Incoming, Full<Bytes>>, PingoraBody>;
+
+impl Proxy {
+    /// Forwards one request upstream and returns its response (or a `502`), then logs it.
+    async fn forward(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = self.access_log.as_ref().map(|_| Instant::now());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let resp = match &self.upstream {
+            Upstream::Hyper(client) => self.forward_hyper(client, req).await,
+            Upstream::Pingora(_) => match self.clone().forward_pingora(req).await {
+                Ok(resp) => resp,
+                Err(code) => status(code),
+            },
+        };
+        if let (Some(log), Some(started)) = (&self.access_log, started) {
+            log.write(&method, &path, resp.status().as_u16(), started);
+        }
+        resp
+    }
+
+    /// The request through hyper-util's client.
+    async fn forward_hyper(
+        &self,
+        client: &Client<HttpConnector, Incoming>,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        match Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => return status(StatusCode::BAD_REQUEST),
+        }
+        // The upstream speaks HTTP/1.1 whatever the client spoke.
+        *req.version_mut() = Version::HTTP_11;
+        req.headers_mut().remove(header::CONNECTION);
+        match client.request(req).await {
+            Ok(resp) => resp.map(|b| Either::Left(Either::Left(b))),
+            Err(_) => status(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    /// The request through pingora-core's connector and HTTP/1 client session; the response
+    /// body streams from the session, which goes back to the pool when the body has ended.
+    async fn forward_pingora(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, StatusCode> {
+        let Upstream::Pingora(pingora) = &self.upstream else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR);
+        };
+        let (connector, peer) = (&pingora.connector, &pingora.peer);
+        let (mut parts, body) = req.into_parts();
+        if !hyper::body::Body::is_end_stream(&body) {
+            return Err(StatusCode::NOT_IMPLEMENTED);
+        }
+        // Origin form toward the upstream; HTTP/2 requests carry no Host header.
+        if let Some(pq) = parts.uri.path_and_query() {
+            if let Ok(uri) = Uri::try_from(pq.as_str()) {
+                parts.uri = uri;
+            }
+        }
+        parts.version = Version::HTTP_11;
+        parts.headers.remove(header::CONNECTION);
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, self.host.clone());
+        }
+        let head = RequestHeader::from(parts);
+        let (session, _reused) = connector
+            .get_http_session(peer)
+            .await
+            .map_err(|_| StatusCode::BAD_GATEWAY)?;
+        let ClientSession::H1(mut session) = session else {
+            return Err(StatusCode::BAD_GATEWAY);
+        };
+        let exchange = async {
+            session.write_request_header(Box::new(head)).await?;
+            session.finish_body().await?;
+            let mut resp = session.read_resp_header_parts().await?;
+            while resp.status.is_informational() {
+                resp = session.read_resp_header_parts().await?;
+            }
+            Ok::<_, Box<pingora::Error>>(resp)
+        };
+        let resp = exchange.await.map_err(|_| StatusCode::BAD_GATEWAY)?;
+        let parts: Box<http::response::Parts> = resp.into();
+        // The session goes back to the pool as soon as its body is done: hyper's HTTP/1 writer
+        // stops polling a body once it has sent Content-Length bytes.
+        let body = futures::stream::unfold(Some((session, self)), |state| async move {
+            let (mut session, proxy) = state?;
+            match session.read_body_bytes().await {
+                Ok(Some(bytes)) if !session.is_body_done() => {
+                    Some((Ok(Frame::data(bytes)), Some((session, proxy))))
+                }
+                Ok(Some(bytes)) => {
+                    proxy.release(session).await;
+                    Some((Ok(Frame::data(bytes)), None))
+                }
+                Ok(None) => {
+                    proxy.release(session).await;
+                    None
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+        .boxed();
+        Ok(Response::from_parts(
+            *parts,
+            Either::Right(StreamBody::new(body)),
+        ))
+    }
+
+    /// Returns a finished upstream session to pingora's pool.
+    async fn release(&self, session: pingora::protocols::http::v1::client::HttpSession) {
+        if let Upstream::Pingora(pingora) = &self.upstream {
+            pingora
+                .connector
+                .release_http_session(
+                    ClientSession::H1(session),
+                    &pingora.peer,
+                    Some(IDLE_TIMEOUT),
+                )
+                .await;
+        }
+    }
+}
+
+fn status(code: StatusCode) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Left(Either::Right(Full::new(Bytes::new()))));
+    *resp.status_mut() = code;
+    resp
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (rt, _threads) = match orchestra_bench::runtime::build(Some(args.threads)) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("bench-hyper: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-hyper: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
+    let authority = Authority::try_from(args.upstream.to_string())
+        .map_err(|e| std::io::Error::other(format!("upstream {}: {e}", args.upstream)))?;
+    let access_log = match &args.access_log {
+        Some(path) => {
+            let file = File::options().create(true).append(true).open(path)?;
+            Some(AccessLog {
+                out: Mutex::new((BufWriter::with_capacity(64 * 1024, file), Instant::now())),
+            })
+        }
+        None => None,
+    };
+    let upstream = if args.pingora_upstream {
+        // pingora's default pool size (`ServerConf::upstream_keepalive_pool_size`).
+        let mut options = ConnectorOptions::new(128);
+        options.lazy_idle_pool = true;
+        let mut peer = HttpPeer::new(args.upstream, false, String::new());
+        peer.options.discard_h1_header_case = true;
+        peer.options.connection_timeout = Some(Duration::from_secs(1));
+        peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+        Upstream::Pingora(Box::new(PingoraUpstream {
+            connector: Connector::new(Some(options)),
+            peer,
+        }))
+    } else {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Upstream::Hyper(Box::new(
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(IDLE_TIMEOUT)
+                .build(connector),
+        ))
+    };
+    let host = HeaderValue::from_str(authority.as_str())
+        .map_err(|e| std::io::Error::other(format!("upstream {}: {e}", args.upstream)))?;
+    let proxy = Arc::new(Proxy {
+        upstream,
+        authority,
+        host,
+        access_log,
+    });
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+
+    let mut tasks = Vec::new();
+    let listener = bind(args.listen).await?;
+    tasks.push(tokio::spawn(serve(
+        listener,
+        proxy.clone(),
+        builder.clone(),
+        None,
+    )));
+    if let (Some(addr), Some(cert), Some(key)) =
+        (args.tls.tls_listen, &args.tls.cert, &args.tls.key)
+    {
+        let acceptor = orchestra_bench::upstream::tls::acceptor(cert, key)?;
+        tasks.push(tokio::spawn(serve(
+            bind(addr).await?,
+            proxy.clone(),
+            builder.clone(),
+            Some(acceptor),
+        )));
+        eprintln!("bench-hyper: TLS (h2, http/1.1) on {addr}");
+    }
+    eprintln!(
+        "bench-hyper: HTTP/1.1 + h2c on {} -> {}",
+        args.listen, args.upstream
+    );
+    for task in tasks {
+        match task.await {
+            Ok(res) => res?,
+            Err(e) => return Err(std::io::Error::other(e)),
+        }
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
+}
+
+async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors or a reset before accept: back off, keep serving.
+                eprintln!("bench-hyper: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (proxy, builder, tls) = (proxy.clone(), builder.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve_conn(&builder, stream, proxy).await,
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_conn(&builder, stream, proxy).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_conn<S>(builder: &auto::Builder<TokioExecutor>, io: S, proxy: Arc<Proxy>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy.forward(req).await) }
+    });
+    // Client errors (resets, protocol errors) end the connection; nothing to report.
+    let _ = builder.serve_connection(TokioIo::new(io), svc).await;
+}
