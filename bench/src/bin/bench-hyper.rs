@@ -261,6 +261,7 @@ fn status(code: StatusCode) -> Response<ProxyBody> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    orchestra_bench::quiet_tracing();
     let (rt, _threads) = match orchestra_bench::runtime::build(Some(args.threads)) {
         Ok(built) => built,
         Err(e) => {

@@ -156,6 +156,7 @@ fn connector(conf: &ServerConf, lazy_idle_pool: bool) -> Arc<Connector> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    orchestra_bench::quiet_tracing();
     let access_log = match &args.access_log {
         Some(path) => match File::options().create(true).append(true).open(path) {
             Ok(f) => Some(Arc::new(AccessLog {
