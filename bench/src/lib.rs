@@ -6,25 +6,18 @@
 //!
 //! - [`cli`]: command-line pieces the benchmark binaries share (the TLS listener flags).
 //!
-//! - [`runtime`]: the tokio runtime of the benchmark binaries, sized by `--threads`.
+//! - [`accept`]: the accept loop of the hyper-based servers (`bench-upstream`, `bench-hyper`).
 //!
-//! - [`quiet_tracing`]: no `tracing` work in the comparison floors.
+//! - [`floor`]: what the comparison floors (`bench-pingora`, `bench-hyper`) share: their common
+//!   flags, their buffered access log, no `tracing` work.
+//!
+//! - [`runtime`]: the tokio runtime of the benchmark binaries, sized by `--threads`.
+
 //!
 //! The comparison driver itself is the `bench/compare` shell script; see `bench/README.md`.
 
+pub mod accept;
 pub mod cli;
+pub mod floor;
 pub mod runtime;
 pub mod upstream;
-
-/// Turns `tracing` off for the process: installs a subscriber that enables nothing.
-///
-/// The comparison floors (`bench-pingora`, `bench-hyper`) log nothing through `tracing`, but
-/// without a subscriber they would still pay for the h2 crate's spans: `tracing` is built with
-/// its `log` feature in this workspace (quinn asks for it), and with no subscriber set every span
-/// is offered to the `log` facade — thousands of instructions per HTTP/2 request that the gateway,
-/// which installs its subscriber at `info`, never pays. With this subscriber every `tracing`
-/// callsite below `OFF` is disabled once and skipped after.
-pub fn quiet_tracing() {
-    // Only fails if a subscriber is already set, which is then the one to keep.
-    let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
-}

@@ -16,14 +16,12 @@
 //! Not a proxy to put in front of anything: no upgrades (WebSocket requests get what the
 //! upstream answers without the tunnel), no hop-by-hop header handling beyond `Connection`, an
 //! upstream failure is a `502`. `--access-log FILE` writes one buffered line per request on the
-//! worker, as `bench-pingora --access-log` does.
+//! worker, as `bench-pingora --access-log` does (written at the response head: its byte count is
+//! the response's `Content-Length`, 0 without one).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +36,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use orchestra_bench::accept::{accept_loop, ServeConn};
+use orchestra_bench::floor::{AccessLog, FloorArgs};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
@@ -45,7 +45,6 @@ use pingora::protocols::http::client::HttpSession as ClientSession;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -61,41 +60,11 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:18081")]
     listen: SocketAddr,
     #[command(flatten)]
-    tls: orchestra_bench::cli::TlsListen,
-    /// The upstream every request goes to (plain HTTP/1.1, pooled keep-alive connections).
-    #[arg(long, default_value = "127.0.0.1:19000")]
-    upstream: SocketAddr,
-    /// Runtime worker threads (1 = a single-threaded runtime).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Append one access-log line per request to this file (buffered).
-    #[arg(long)]
-    access_log: Option<PathBuf>,
+    floor: FloorArgs,
     /// Proxy upstream through pingora-core's pooled connector and HTTP/1 client session (the
     /// gateway's upstream half) instead of hyper-util's client. Requests with a body get `501`.
     #[arg(long)]
     pingora_upstream: bool,
-}
-
-/// One buffered access-log file, flushed when the buffer fills and once a second.
-struct AccessLog {
-    out: Mutex<(BufWriter<File>, Instant)>,
-}
-
-impl AccessLog {
-    fn write(&self, method: &http::Method, path: &str, status: u16, started: Instant) {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let (w, last_flush) = &mut *out;
-        let _ = writeln!(
-            w,
-            "{method} {path} {status} {}",
-            started.elapsed().as_micros()
-        );
-        if last_flush.elapsed() >= Duration::from_secs(1) {
-            let _ = w.flush();
-            *last_flush = Instant::now();
-        }
-    }
 }
 
 /// How requests reach the upstream.
@@ -141,7 +110,18 @@ impl Proxy {
             },
         };
         if let (Some(log), Some(started)) = (&self.access_log, started) {
-            log.write(&method, &path, resp.status().as_u16(), started);
+            let bytes = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            log.write(
+                method.as_str(),
+                &path,
+                resp.status().as_u16(),
+                bytes,
+                started,
+            );
         }
         resp
     }
@@ -261,8 +241,8 @@ fn status(code: StatusCode) -> Response<ProxyBody> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    orchestra_bench::quiet_tracing();
-    let (rt, _threads) = match orchestra_bench::runtime::build(Some(args.threads)) {
+    orchestra_bench::floor::quiet_tracing();
+    let (rt, _threads) = match orchestra_bench::runtime::build(Some(args.floor.threads)) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("bench-hyper: cannot start the runtime: {e}");
@@ -279,22 +259,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
-    let authority = Authority::try_from(args.upstream.to_string())
-        .map_err(|e| std::io::Error::other(format!("upstream {}: {e}", args.upstream)))?;
-    let access_log = match &args.access_log {
-        Some(path) => {
-            let file = File::options().create(true).append(true).open(path)?;
-            Some(AccessLog {
-                out: Mutex::new((BufWriter::with_capacity(64 * 1024, file), Instant::now())),
-            })
-        }
+    let floor = &args.floor;
+    let authority = Authority::try_from(floor.upstream.to_string())
+        .map_err(|e| std::io::Error::other(format!("upstream {}: {e}", floor.upstream)))?;
+    let access_log = match &floor.access_log {
+        Some(path) => Some(AccessLog::open(path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
+        })?),
         None => None,
     };
     let upstream = if args.pingora_upstream {
         // pingora's default pool size (`ServerConf::upstream_keepalive_pool_size`).
         let mut options = ConnectorOptions::new(128);
         options.lazy_idle_pool = true;
-        let mut peer = HttpPeer::new(args.upstream, false, String::new());
+        let mut peer = HttpPeer::new(floor.upstream, false, String::new());
         peer.options.discard_h1_header_case = true;
         peer.options.connection_timeout = Some(Duration::from_secs(1));
         peer.options.idle_timeout = Some(IDLE_TIMEOUT);
@@ -312,38 +290,36 @@ async fn run(args: Args) -> std::io::Result<()> {
         ))
     };
     let host = HeaderValue::from_str(authority.as_str())
-        .map_err(|e| std::io::Error::other(format!("upstream {}: {e}", args.upstream)))?;
+        .map_err(|e| std::io::Error::other(format!("upstream {}: {e}", floor.upstream)))?;
     let proxy = Arc::new(Proxy {
         upstream,
         authority,
         host,
         access_log,
     });
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let server = ProxyConn {
+        builder: Arc::new(auto::Builder::new(TokioExecutor::new())),
+        proxy,
+    };
 
     let mut tasks = Vec::new();
     let listener = bind(args.listen).await?;
-    tasks.push(tokio::spawn(serve(
-        listener,
-        proxy.clone(),
-        builder.clone(),
-        None,
-    )));
+    tasks.push(tokio::spawn(accept_loop(listener, None, server.clone())));
     if let (Some(addr), Some(cert), Some(key)) =
-        (args.tls.tls_listen, &args.tls.cert, &args.tls.key)
+        (floor.tls.tls_listen, &floor.tls.cert, &floor.tls.key)
     {
         let acceptor = orchestra_bench::upstream::tls::acceptor(cert, key)?;
-        tasks.push(tokio::spawn(serve(
-            bind(addr).await?,
-            proxy.clone(),
-            builder.clone(),
+        let listener = bind(addr).await?;
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
             Some(acceptor),
+            server.clone(),
         )));
         eprintln!("bench-hyper: TLS (h2, http/1.1) on {addr}");
     }
     eprintln!(
         "bench-hyper: HTTP/1.1 + h2c on {} -> {}",
-        args.listen, args.upstream
+        args.listen, floor.upstream
     );
     for task in tasks {
         match task.await {
@@ -360,45 +336,24 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
 }
 
-async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
+/// One client connection: hyper's server (HTTP/1.1 or HTTP/2) over the shared proxy.
+#[derive(Clone)]
+struct ProxyConn {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    tls: Option<TlsAcceptor>,
-) -> std::io::Result<()> {
-    loop {
-        let (stream, _peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors or a reset before accept: back off, keep serving.
-                eprintln!("bench-hyper: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (proxy, builder, tls) = (proxy.clone(), builder.clone(), tls.clone());
-        tokio::spawn(async move {
-            match tls {
-                None => serve_conn(&builder, stream, proxy).await,
-                Some(acceptor) => {
-                    if let Ok(stream) = acceptor.accept(stream).await {
-                        serve_conn(&builder, stream, proxy).await;
-                    }
-                }
-            }
-        });
-    }
+    proxy: Arc<Proxy>,
 }
 
-async fn serve_conn<S>(builder: &auto::Builder<TokioExecutor>, io: S, proxy: Arc<Proxy>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.forward(req).await) }
-    });
-    // Client errors (resets, protocol errors) end the connection; nothing to report.
-    let _ = builder.serve_connection(TokioIo::new(io), svc).await;
+impl ServeConn for ProxyConn {
+    async fn serve<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = self.proxy;
+        let svc = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.forward(req).await) }
+        });
+        // Client errors (resets, protocol errors) end the connection; nothing to report.
+        let _ = self.builder.serve_connection(TokioIo::new(io), svc).await;
+    }
 }

@@ -29,6 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accept::ServeConn;
+
 /// The fixed body of `GET /`.
 pub const HELLO: &[u8] = b"hello, world\n";
 
@@ -87,52 +89,31 @@ pub async fn serve(
         .max_concurrent_streams(4096)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20);
-    let builder = Arc::new(builder);
-    loop {
-        let (stream, _peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) if is_transient_accept_error(&e) => {
-                // Out of file descriptors or a connection reset before accept: back off briefly.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_conn(&builder, stream, state).await,
-                Some(acceptor) => {
-                    if let Ok(tls_stream) = acceptor.accept(stream).await {
-                        serve_conn(&builder, tls_stream, state).await;
-                    }
-                }
-            }
-        });
+    let server = UpstreamConn {
+        builder: Arc::new(builder),
+        state,
+    };
+    crate::accept::accept_loop(listener, tls, server).await
+}
+
+/// One connection of the upstream: the shared builder and state.
+#[derive(Clone)]
+struct UpstreamConn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<State>,
+}
+
+impl ServeConn for UpstreamConn {
+    async fn serve<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let state = self.state;
+        let svc = service_fn(move |req| routes::handle(req, state.clone()));
+        // Errors here are the client's business (resets, protocol errors): nothing to report.
+        let _ = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+            .await;
     }
-}
-
-async fn serve_conn<S>(builder: &auto::Builder<TokioExecutor>, io: S, state: Arc<State>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = service_fn(move |req| routes::handle(req, state.clone()));
-    // Errors here are the client's business (resets, protocol errors): nothing to report.
-    let _ = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await;
-}
-
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    ) || e.raw_os_error() == Some(24) // EMFILE
-        || e.raw_os_error() == Some(23) // ENFILE
 }

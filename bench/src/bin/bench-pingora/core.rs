@@ -28,7 +28,7 @@ use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use crate::AccessLog;
+use orchestra_bench::floor::AccessLog;
 
 /// How long an idle upstream connection stays in the pool (as in the proxy mode).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,7 +113,9 @@ impl HttpServerApp for Core {
             }
         };
         if let Some(log) = &self.access_log {
-            log.write(&session, status, started);
+            let req = session.req_header();
+            let bytes = session.body_bytes_sent();
+            log.write(req.method.as_str(), req.uri.path(), status, bytes, started);
         }
         let settings = HttpPersistentSettings::for_session(&session);
         match session.finish().await {

@@ -14,21 +14,18 @@
 //! fills and once a second), the way nginx writes `access_log ... buffer=`: the cheapest honest
 //! access log a pingora proxy can have, written on the worker.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use clap::Parser;
+use orchestra_bench::floor::{AccessLog, FloorArgs};
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
-use pingora::protocols::http::ServerSession;
 use pingora::protocols::ALPN;
 use pingora::proxy::{http_proxy_service_with_name, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -48,16 +45,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:18080")]
     listen: SocketAddr,
     #[command(flatten)]
-    tls: orchestra_bench::cli::TlsListen,
-    /// The upstream every request goes to (plain HTTP/1.1, pooled keep-alive connections).
-    #[arg(long, default_value = "127.0.0.1:19000")]
-    upstream: SocketAddr,
-    /// Worker threads (pingora runtime, no work stealing).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Append one access-log line per request to this file (buffered).
-    #[arg(long)]
-    access_log: Option<PathBuf>,
+    floor: FloorArgs,
     /// Keep idle upstream connections in the vendored pingora-core's lazily checked pool
     /// (`ConnectorOptions::lazy_idle_pool`, as the gateway does) instead of pingora's pool
     /// with a watcher task per returned connection.
@@ -72,32 +60,6 @@ struct Args {
     /// unless `server.preserve_header_case = true`).
     #[arg(long)]
     discard_header_case: bool,
-}
-
-/// A buffered access-log file, flushed when the buffer fills and at least once a second.
-struct AccessLog {
-    out: Mutex<(BufWriter<File>, Instant)>,
-}
-
-impl AccessLog {
-    fn write(&self, session: &ServerSession, status: u16, started: Instant) {
-        let req = session.req_header();
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let (w, last_flush) = &mut *out;
-        let _ = writeln!(
-            w,
-            "{} {} {} {} {}",
-            req.method,
-            req.uri.path(),
-            status,
-            session.body_bytes_sent(),
-            started.elapsed().as_micros()
-        );
-        if last_flush.elapsed() >= Duration::from_secs(1) {
-            let _ = w.flush();
-            *last_flush = Instant::now();
-        }
-    }
 }
 
 /// The no-op proxy: every request goes to `upstream`.
@@ -132,7 +94,9 @@ impl ProxyHttp for Bare {
                 .response_written()
                 .map(|r| r.status.as_u16())
                 .unwrap_or(0);
-            log.write(session, status, *started);
+            let req = session.req_header();
+            let bytes = session.body_bytes_sent();
+            log.write(req.method.as_str(), req.uri.path(), status, bytes, *started);
         }
     }
 }
@@ -156,12 +120,10 @@ fn connector(conf: &ServerConf, lazy_idle_pool: bool) -> Arc<Connector> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    orchestra_bench::quiet_tracing();
-    let access_log = match &args.access_log {
-        Some(path) => match File::options().create(true).append(true).open(path) {
-            Ok(f) => Some(Arc::new(AccessLog {
-                out: Mutex::new((BufWriter::with_capacity(64 * 1024, f), Instant::now())),
-            })),
+    orchestra_bench::floor::quiet_tracing();
+    let access_log = match &args.floor.access_log {
+        Some(path) => match AccessLog::open(path) {
+            Ok(log) => Some(Arc::new(log)),
             Err(e) => {
                 eprintln!("bench-pingora: cannot open {}: {e}", path.display());
                 return std::process::ExitCode::FAILURE;
@@ -170,7 +132,7 @@ fn main() -> std::process::ExitCode {
         None => None,
     };
     let conf = ServerConf {
-        threads: args.threads.max(1),
+        threads: args.floor.threads.max(1),
         work_stealing: false,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(1),
@@ -179,12 +141,12 @@ fn main() -> std::process::ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let conf = Arc::clone(&server.configuration);
     if args.core {
-        if args.tls.tls_listen.is_some() {
+        if args.floor.tls.tls_listen.is_some() {
             // bench/compare always passes one; its TLS scenarios then see no listener.
             eprintln!("bench-pingora: --core serves cleartext HTTP/1 only; --tls-listen ignored");
         }
         let app = core::Core {
-            peer: core::peer(args.upstream, args.discard_header_case),
+            peer: core::peer(args.floor.upstream, args.discard_header_case),
             connector: connector(&conf, args.lazy_idle_pool),
             access_log,
             options: server_options(&args),
@@ -197,7 +159,7 @@ fn main() -> std::process::ExitCode {
     let mut service = http_proxy_service_with_name(
         &conf,
         Bare {
-            upstream: args.upstream,
+            upstream: args.floor.upstream,
             access_log,
             discard_header_case: args.discard_header_case,
         },
@@ -210,9 +172,11 @@ fn main() -> std::process::ExitCode {
         app.server_options = Some(server_options(&args));
     }
     service.add_tcp(&args.listen.to_string());
-    if let (Some(addr), Some(cert), Some(key)) =
-        (args.tls.tls_listen, &args.tls.cert, &args.tls.key)
-    {
+    if let (Some(addr), Some(cert), Some(key)) = (
+        args.floor.tls.tls_listen,
+        &args.floor.tls.cert,
+        &args.floor.tls.key,
+    ) {
         let tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy());
         let mut tls = match tls {
             Ok(t) => t,
