@@ -4,7 +4,7 @@
 //! Each floor runs as its own process in front of an upstream started here (hyper, counting the
 //! connections it accepts). Checked for every mode: HTTP/1.1 keep-alive requests come back whole
 //! (a small body and a 100 KB one), upstream connections are pooled (sequential requests reuse
-//! one), h2c works where the mode serves it, an unreachable upstream is a `502`, and the access
+//! them), h2c works where the mode serves it, an unreachable upstream is a `502`, and the access
 //! log gets its lines.
 
 use std::convert::Infallible;
@@ -188,10 +188,13 @@ async fn check_mode(bin: &str, args: &[&str], h2c: bool) {
     let paths = ["/", "/big", "/", "/", "/big"];
     let got = h1_gets(floor.addr, &paths).await.expect(&mode);
     assert_answers(&mode, &got, &paths);
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
-        1,
-        "{mode}: five sequential requests should share one pooled upstream connection"
+    // One connection is the expected count; two are tolerated because hyper-util's client hands
+    // a connection back to its pool from a task of its own, which can run after the next request
+    // arrived. Without pooling it would be one per request.
+    let upstream_conns = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&upstream_conns),
+        "{mode}: {upstream_conns} upstream connections for five sequential requests (not pooled)"
     );
     let mut sent = paths.len();
     if h2c {
