@@ -11,6 +11,21 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use pingora::upstreams::peer::HttpPeer;
+
+/// How long an idle upstream connection stays in a floor's pool.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The upstream peer of the pingora-core upstream half every floor mode uses (bench-pingora's
+/// proxy and core modes, `bench-hyper --pingora-upstream`): plain HTTP/1.1, a 1 s connect
+/// timeout, [`IDLE_TIMEOUT`], header names without case when `discard_header_case`.
+pub fn upstream_peer(upstream: SocketAddr, discard_header_case: bool) -> HttpPeer {
+    let mut peer = HttpPeer::new(upstream, false, String::new());
+    peer.options.discard_h1_header_case = discard_header_case;
+    peer.options.connection_timeout = Some(Duration::from_secs(1));
+    peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+    peer
+}
 
 /// The flags every floor takes besides its `--listen` address.
 #[derive(Debug, Args)]

@@ -22,7 +22,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -37,7 +37,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use orchestra_bench::accept::{accept_loop, ServeConn};
-use orchestra_bench::floor::{AccessLog, FloorArgs};
+use orchestra_bench::floor::{upstream_peer, AccessLog, FloorArgs, IDLE_TIMEOUT};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
@@ -48,9 +48,6 @@ use tokio::net::TcpListener;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// How long an idle upstream connection stays in the pool (as in bench-pingora).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Minimal hyper proxy (the floor of a non-pingora HTTP stack for bench/compare).
 #[derive(Debug, Parser)]
@@ -99,9 +96,14 @@ type ProxyBody = Either<Either<Incoming, Full<Bytes>>, PingoraBody>;
 impl Proxy {
     /// Forwards one request upstream and returns its response (or a `502`), then logs it.
     async fn forward(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
-        let started = self.access_log.as_ref().map(|_| Instant::now());
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // What the log line needs, taken only when there is a log (the request moves on).
+        let logged = self.access_log.as_ref().map(|_| {
+            (
+                Instant::now(),
+                req.method().clone(),
+                req.uri().path().to_owned(),
+            )
+        });
         let resp = match &self.upstream {
             Upstream::Hyper(client) => self.forward_hyper(client, req).await,
             Upstream::Pingora(_) => match self.clone().forward_pingora(req).await {
@@ -109,7 +111,7 @@ impl Proxy {
                 Err(code) => status(code),
             },
         };
-        if let (Some(log), Some(started)) = (&self.access_log, started) {
+        if let (Some(log), Some((started, method, path))) = (&self.access_log, logged) {
             let bytes = resp
                 .headers()
                 .get(header::CONTENT_LENGTH)
@@ -272,13 +274,9 @@ async fn run(args: Args) -> std::io::Result<()> {
         // pingora's default pool size (`ServerConf::upstream_keepalive_pool_size`).
         let mut options = ConnectorOptions::new(128);
         options.lazy_idle_pool = true;
-        let mut peer = HttpPeer::new(floor.upstream, false, String::new());
-        peer.options.discard_h1_header_case = true;
-        peer.options.connection_timeout = Some(Duration::from_secs(1));
-        peer.options.idle_timeout = Some(IDLE_TIMEOUT);
         Upstream::Pingora(Box::new(PingoraUpstream {
             connector: Connector::new(Some(options)),
-            peer,
+            peer: upstream_peer(floor.upstream, true),
         }))
     } else {
         let mut connector = HttpConnector::new();

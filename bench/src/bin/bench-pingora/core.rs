@@ -14,9 +14,8 @@
 //! are answered `501`; an upstream failure is a `502` and the connection is closed. Not a proxy to
 //! put in front of anything.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
@@ -28,10 +27,7 @@ use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use orchestra_bench::floor::AccessLog;
-
-/// How long an idle upstream connection stays in the pool (as in the proxy mode).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+use orchestra_bench::floor::{AccessLog, IDLE_TIMEOUT};
 
 /// The core-only app: every HTTP/1 request goes to `peer`.
 pub struct Core {
@@ -127,13 +123,4 @@ impl HttpServerApp for Core {
     fn server_options(&self) -> Option<&HttpServerOptions> {
         Some(&self.options)
     }
-}
-
-/// The upstream peer both modes use.
-pub fn peer(upstream: SocketAddr, discard_header_case: bool) -> HttpPeer {
-    let mut peer = HttpPeer::new(upstream, false, String::new());
-    peer.options.discard_h1_header_case = discard_header_case;
-    peer.options.connection_timeout = Some(Duration::from_secs(1));
-    peer.options.idle_timeout = Some(IDLE_TIMEOUT);
-    peer
 }

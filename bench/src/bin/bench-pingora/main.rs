@@ -82,7 +82,7 @@ impl ProxyHttp for Bare {
         _session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(core::peer(
+        Ok(Box::new(orchestra_bench::floor::upstream_peer(
             self.upstream,
             self.discard_header_case,
         )))
@@ -146,7 +146,10 @@ fn main() -> std::process::ExitCode {
             eprintln!("bench-pingora: --core serves cleartext HTTP/1 only; --tls-listen ignored");
         }
         let app = core::Core {
-            peer: core::peer(args.floor.upstream, args.discard_header_case),
+            peer: orchestra_bench::floor::upstream_peer(
+                args.floor.upstream,
+                args.discard_header_case,
+            ),
             connector: connector(&conf, args.lazy_idle_pool),
             access_log,
             options: server_options(&args),
