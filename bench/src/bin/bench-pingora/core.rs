@@ -1,17 +1,20 @@
 //! `bench-pingora --core`: the floor *below* pingora-proxy — the same exchange written directly
-//! on pingora-core's HTTP/1 sessions, without `HttpProxy`'s phases, modules and task plumbing.
+//! on pingora-core's server sessions (HTTP/1.1, and HTTP/2 over h2c or TLS: pingora-core's own
+//! connection handling spawns a task per HTTP/2 stream, as under the proxy), without
+//! `HttpProxy`'s phases, modules and task plumbing. The upstream is HTTP/1.1 either way.
 //!
-//! Per request on a keep-alive connection: read the head (`ServerSession::read_request`), take a
+//! Per request (on a keep-alive connection, or an HTTP/2 stream): read the head
+//! (`ServerSession::read_request`), take a
 //! pooled upstream session from the same `Connector` the proxy uses, send a copy of the head
-//! (version 1.1, `Connection` dropped), finish the (empty) request body, read the response head,
+//! (version 1.1, `Connection` dropped, `Host` from the HTTP/2 `:authority` when absent), finish the (empty) request body, read the response head,
 //! write it downstream, relay the body, return the upstream session to the pool and the client
 //! connection to the accept loop (`ServerSession::finish`). That is what an HTTP/1 fast path on
 //! pingora-core's lower layers would have to do at least; the gap between this mode and the
 //! default one in `bench/callgrind-ir` or `bench/compare` is what pingora-proxy's orchestration
 //! costs per request.
 //!
-//! Deliberately minimal, like the rest of this binary: requests with a body, upgrades and HTTP/2
-//! are answered `501`; an upstream failure is a `502` and the connection is closed. Not a proxy to
+//! Deliberately minimal, like the rest of this binary: requests with a body and upgrades are
+//! answered `501`; an upstream failure is a `502` and the connection is closed. Not a proxy to
 //! put in front of anything.
 
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use pingora::{Error, ErrorType, Result};
 
 use orchestra_bench::floor::{AccessLog, IDLE_TIMEOUT};
 
-/// The core-only app: every HTTP/1 request goes to `peer`.
+/// The core-only app: every request goes to `peer`.
 pub struct Core {
     /// The upstream, built once.
     pub peer: HttpPeer,
@@ -51,6 +54,12 @@ impl Core {
         let mut req = session.req_header().clone();
         req.set_version(http::Version::HTTP_11);
         req.remove_header(&http::header::CONNECTION);
+        if !req.headers.contains_key(http::header::HOST) {
+            // An HTTP/2 request names its host in `:authority` (the URI), HTTP/1.1 in `Host`.
+            if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) {
+                req.insert_header(http::header::HOST, authority)?;
+            }
+        }
         upstream.write_request_header(Box::new(req)).await?;
         upstream.finish_body().await?;
         let mut resp = upstream.read_resp_header_parts().await?;
@@ -93,9 +102,7 @@ impl HttpServerApp for Core {
         }
         let started = Instant::now();
         session.set_keepalive(Some(60));
-        let plain = matches!(session, ServerSession::H1(_))
-            && session.is_body_empty()
-            && !session.is_upgrade_req();
+        let plain = session.is_body_empty() && !session.is_upgrade_req();
         let status = if !plain {
             session.set_keepalive(None);
             Self::answer(&mut session, 501).await

@@ -7,8 +7,8 @@
 //! h2c on `--listen`, TLS with ALPN h2/http1.1 on `--tls-listen`), so the gap between the two in
 //! `bench/compare` is the gateway's own cost per request.
 //!
-//! `--core` runs the same exchange on pingora-core's HTTP/1 sessions directly, without
-//! pingora-proxy (see `core.rs`): the floor below the framework's proxy layer.
+//! `--core` runs the same exchange on pingora-core's server sessions directly (HTTP/1.1 and
+//! HTTP/2), without pingora-proxy (see `core.rs`): the floor below the framework's proxy layer.
 //!
 //! `--access-log FILE` appends one line per request to FILE through a buffer (flushed when it
 //! fills and once a second), the way nginx writes `access_log ... buffer=`: the cheapest honest
@@ -51,8 +51,8 @@ struct Args {
     /// with a watcher task per returned connection.
     #[arg(long)]
     lazy_idle_pool: bool,
-    /// Serve HTTP/1 on pingora-core's sessions directly instead of pingora-proxy's `HttpProxy`
-    /// (no HTTP/2, no request bodies: the floor below the proxy layer; see `core.rs`).
+    /// Serve requests on pingora-core's sessions directly instead of pingora-proxy's `HttpProxy`
+    /// (no request bodies, no upgrades: the floor below the proxy layer; see `core.rs`).
     #[arg(long)]
     core: bool,
     /// Drop the spelling of HTTP/1 header names (requests and responses without pingora's case
@@ -101,11 +101,11 @@ impl ProxyHttp for Bare {
     }
 }
 
-/// The listener's options: h2c (prior knowledge) on the cleartext port (not with `--core`, which
-/// serves HTTP/1 only), and the header case setting.
+/// The listener's options: h2c (prior knowledge) on the cleartext port, and the header case
+/// setting.
 fn server_options(args: &Args) -> HttpServerOptions {
     let mut options = HttpServerOptions::default();
-    options.h2c = !args.core;
+    options.h2c = true;
     options.discard_h1_header_case = args.discard_header_case;
     options
 }
@@ -116,6 +116,25 @@ fn connector(conf: &ServerConf, lazy_idle_pool: bool) -> Arc<Connector> {
     let mut options = ConnectorOptions::from_server_conf(conf);
     options.lazy_idle_pool = lazy_idle_pool;
     Arc::new(Connector::new(Some(options)))
+}
+
+/// The TLS listener (ALPN h2 and http/1.1) when `--tls-listen`, `--cert` and `--key` are given.
+fn add_tls<A>(service: &mut Service<A>, args: &Args) -> Result<(), std::process::ExitCode> {
+    let (Some(addr), Some(cert), Some(key)) = (
+        args.floor.tls.tls_listen,
+        &args.floor.tls.cert,
+        &args.floor.tls.key,
+    ) else {
+        return Ok(());
+    };
+    let tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy());
+    let mut tls = tls.map_err(|e| {
+        eprintln!("bench-pingora: TLS settings: {e}");
+        std::process::ExitCode::FAILURE
+    })?;
+    tls.set_alpn(ALPN::H2H1);
+    service.add_tls_with_settings(&addr.to_string(), None, tls);
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -141,10 +160,6 @@ fn main() -> std::process::ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let conf = Arc::clone(&server.configuration);
     if args.core {
-        if args.floor.tls.tls_listen.is_some() {
-            // bench/compare always passes one; its TLS scenarios then see no listener.
-            eprintln!("bench-pingora: --core serves cleartext HTTP/1 only; --tls-listen ignored");
-        }
         let app = core::Core {
             peer: orchestra_bench::floor::upstream_peer(
                 args.floor.upstream,
@@ -156,6 +171,9 @@ fn main() -> std::process::ExitCode {
         };
         let mut service = Service::new("bench-pingora-core".to_string(), app);
         service.add_tcp(&args.listen.to_string());
+        if let Err(code) = add_tls(&mut service, &args) {
+            return code;
+        }
         server.add_service(service);
         server.run_forever()
     }
@@ -175,21 +193,8 @@ fn main() -> std::process::ExitCode {
         app.server_options = Some(server_options(&args));
     }
     service.add_tcp(&args.listen.to_string());
-    if let (Some(addr), Some(cert), Some(key)) = (
-        args.floor.tls.tls_listen,
-        &args.floor.tls.cert,
-        &args.floor.tls.key,
-    ) {
-        let tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy());
-        let mut tls = match tls {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("bench-pingora: TLS settings: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
-        tls.set_alpn(ALPN::H2H1);
-        service.add_tls_with_settings(&addr.to_string(), None, tls);
+    if let Err(code) = add_tls(&mut service, &args) {
+        return code;
     }
     server.add_service(service);
     server.run_forever()
