@@ -151,6 +151,31 @@ where
         }
     }
 
+    /// [`Self::release_http_session`] without I/O where none is needed: a reusable HTTP/1.1
+    /// session and any HTTP/2 session are released here (`None`); otherwise the session is
+    /// handed back, for [`Self::release_http_session`] (which shuts it down or, for a custom
+    /// session, releases it its own way).
+    ///
+    /// ORCHESTRA PATCH (sync release): see `v1::client::HttpSession::into_reusable`.
+    pub fn try_release_http_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        session: HttpSession<C::Session>,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) -> Option<HttpSession<C::Session>> {
+        match session {
+            HttpSession::H1(h1) => self
+                .h1
+                .try_release_http_session(h1, peer, idle_timeout)
+                .map(HttpSession::H1),
+            HttpSession::H2(h2) => {
+                self.h2.release_http_session(h2, peer, idle_timeout);
+                None
+            }
+            custom @ HttpSession::Custom(_) => Some(custom),
+        }
+    }
+
     /// Tell the connector to always send h1 for ALPN for the given peer in the future.
     pub fn prefer_h1(&self, peer: &impl Peer) {
         self.h2.prefer_h1(peer);

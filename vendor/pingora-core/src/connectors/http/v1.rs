@@ -16,6 +16,7 @@ use crate::connectors::{ConnectorOptions, TransportConnector};
 use crate::protocols::http::v1::client::HttpSession;
 use crate::upstreams::peer::Peer;
 
+use log::debug;
 use pingora_error::Result;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -52,14 +53,34 @@ impl Connector {
 
     pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
         &self,
-        mut session: HttpSession,
+        session: HttpSession,
         peer: &P,
         idle_timeout: Option<Duration>,
     ) {
+        if let Some(mut session) = self.try_release_http_session(session, peer, idle_timeout) {
+            debug!("HTTP shutdown connection");
+            session.shutdown().await;
+        }
+    }
+
+    /// [`Self::release_http_session`] without I/O: a reusable session goes back to the pool
+    /// (`None`); one that must be shut down is handed back.
+    ///
+    /// ORCHESTRA PATCH (sync release): see `HttpSession::into_reusable`.
+    pub fn try_release_http_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        mut session: HttpSession,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) -> Option<HttpSession> {
         session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+        match session.into_reusable() {
+            Ok(stream) => {
+                self.transport
+                    .release_stream(stream, peer.reuse_hash(), idle_timeout);
+                None
+            }
+            Err(session) => Some(session),
         }
     }
 
@@ -153,6 +174,75 @@ ZZ\r\n",
         connector.release_http_session(http, &peer, None).await;
         assert!(connector.reused_http_session(&peer).await.is_none());
         server.abort();
+    }
+
+    /// An upstream on loopback that answers each request on a connection with `response`
+    /// (read up to the end of the request head) until the client closes.
+    async fn answering_upstream(response: &'static [u8]) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(n) = stream.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            buf.clear();
+                            if stream.write_all(response).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    async fn exchange(connector: &Connector, peer: &HttpPeer) -> (HttpSession, bool) {
+        let (mut http, reused) = connector.get_http_session(peer).await.unwrap();
+        let request = RequestHeader::build("GET", b"/", None).unwrap();
+        http.write_request_header(Box::new(request)).await.unwrap();
+        http.read_response().await.unwrap();
+        while http.read_body_bytes().await.unwrap().is_some() {}
+        (http, reused)
+    }
+
+    // ORCHESTRA PATCH (sync release)
+    #[tokio::test]
+    async fn try_release_pools_a_reusable_session_without_io() {
+        let address = answering_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        let connector = Connector::new(None);
+        let peer = HttpPeer::new(address, false, "".into());
+        let (http, reused) = exchange(&connector, &peer).await;
+        assert!(!reused);
+        assert!(connector
+            .try_release_http_session(http, &peer, None)
+            .is_none());
+        let (_, reused) = exchange(&connector, &peer).await;
+        assert!(reused, "the released connection was not taken from the pool");
+    }
+
+    // ORCHESTRA PATCH (sync release)
+    #[tokio::test]
+    async fn try_release_hands_back_a_session_that_must_close() {
+        let address = answering_upstream(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        )
+        .await;
+        let connector = Connector::new(None);
+        let peer = HttpPeer::new(address, false, "".into());
+        let (http, _) = exchange(&connector, &peer).await;
+        let back = connector.try_release_http_session(http, &peer, None);
+        assert!(back.is_some(), "a `Connection: close` session was pooled");
+        connector.release_http_session(back.unwrap(), &peer, None).await;
+        assert!(connector.reused_http_session(&peer).await.is_none());
     }
 
     #[cfg(unix)]
