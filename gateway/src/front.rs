@@ -1,5 +1,5 @@
-//! The pingora front: HTTP/1.1, HTTP/2 (h2c and TLS) and WebSocket, as a thin [`ProxyHttp`]
-//! adapter over the [`Pipeline`] and the attempt [`engine`]. Each phase below only translates
+//! The pingora front: HTTP/1.1 and WebSocket (HTTP/2 streams go to [`crate::streams`]), as a
+//! thin [`ProxyHttp`] adapter over the [`Pipeline`] and the attempt [`engine`]. Each phase below only translates
 //! pingora's types: routing, plugins and logging happen in the pipeline; picks, retries, error
 //! classification and outcomes in the engine; the gateway's own answers go through
 //! [`respond`] with [`PingoraWriter`].
@@ -60,6 +60,11 @@ fn scheme(session: &Session) -> Scheme {
 
 /// True when the client connection is TLS.
 pub(crate) fn is_tls(session: &Session) -> bool {
+    is_tls_session(session)
+}
+
+/// True when the client connection of a pingora-core session is TLS.
+pub(crate) fn is_tls_session(session: &pingora::protocols::http::ServerSession) -> bool {
     session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
@@ -126,7 +131,7 @@ fn replay(session: &Session) -> Replay {
     }
 }
 
-/// The pingora session as a [`LocalWriter`] (HTTP/1.1 and HTTP/2).
+/// The pingora session as a [`LocalWriter`].
 pub struct PingoraWriter<'a>(pub &'a mut Session);
 
 impl LocalWriter for PingoraWriter<'_> {

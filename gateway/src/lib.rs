@@ -5,7 +5,8 @@
 //! | file | what it does |
 //! |---|---|
 //! | [`listener`] | binds the sockets (HTTP/1.1 + h2c, TLS with ALPN h2/http/1.1) on pingora's server |
-//! | [`front`] | the pingora `ProxyHttp` adapter: translates pingora phases into pipeline calls |
+//! | [`front`] | the pingora `ProxyHttp` adapter for HTTP/1.1 (and WebSocket upgrades): translates pingora phases into pipeline calls |
+//! | [`streams`] | the stream front for HTTP/2 (on pingora-core's sessions) and HTTP/3: one request per stream through the pipeline and the engine |
 //! | [`pipeline`] | the protocol-agnostic request pipeline: admit → route → plugins → [engine] → record |
 //! | [`engine`] | the upstream attempt engine every front drives: pick, breaker/budget, error classification, retries and backoff, outcomes, the gateway's own answers |
 //! | [`upstream`] | how a picked target becomes a pingora `HttpPeer` (protocol, TLS, timeouts) |
@@ -55,6 +56,7 @@ pub mod reload;
 pub mod request_id;
 pub mod shutdown;
 pub mod state;
+pub mod streams;
 pub mod tls;
 pub mod upstream;
 pub mod ws_server;

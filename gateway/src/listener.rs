@@ -1,7 +1,9 @@
 //! Listeners on pingora's server: TCP `http` (HTTP/1.1 and h2c prior knowledge on one port) and
 //! TCP `https` (TLS via rustls, ALPN `h2` then `http/1.1`).
 //!
-//! pingora runs the listeners on its own runtime threads; [`start`] spawns it on a thread of its
+//! One app serves both: [`GatewayApp`] hands HTTP/1.1 sessions to pingora-proxy over
+//! [`PingoraFront`] and HTTP/2 streams to the [`StreamFront`] (pingora-core's sessions, the
+//! front HTTP/3 uses too). pingora runs the listeners on its own runtime threads; [`start`] spawns it on a thread of its
 //! own so the main thread can own signals (see [`crate::shutdown`]).
 //!
 //! `[server]` limits bound here, at start: `max_connections` (each listener stops accepting at
@@ -19,15 +21,18 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::ALPN;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
 use rustls::sign::SingleCertAndKey;
 
 use crate::front::PingoraFront;
 use crate::pipeline::Pipeline;
 use crate::shutdown::ControlledShutdown;
 use crate::state::GatewayState;
+use crate::streams::h2::GatewayApp;
+use crate::streams::StreamFront;
 use crate::tls::ListenerCert;
 
 /// Why the listeners could not start.
@@ -84,25 +89,24 @@ pub fn start(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let conf = Arc::clone(&server.configuration);
 
-    let mut service = http_proxy_service_with_name(
-        &conf,
-        PingoraFront::new(Pipeline::new(Arc::clone(state))),
-        "orchestra-gateway",
-    );
+    let pipeline = Pipeline::new(Arc::clone(state));
+    let mut proxy = http_proxy(&conf, PingoraFront::new(pipeline.clone()));
     // `[server]` limits bound at start (a reload reports them as `restart_needed`); the
-    // per-request ones (body read, write, keep-alive) are set by the front on each request.
+    // per-request ones (body read, write, keep-alive) are set by the fronts on each request.
     let limits = snapshot.server.limits;
-    if let Some(app) = service.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        options.header_read_timeout = Some(limits.header_read_timeout);
-        options.h2_idle_timeout = Some(limits.keepalive_timeout);
-        // Request heads without a second map for the clients' spelling unless asked for.
-        options.discard_h1_header_case = !snapshot.server.preserve_header_case;
-        app.server_options = Some(options);
-        // One set of upstream pools for every front (the HTTP/3 front uses the same).
-        app.set_client_connector(state.upstream_client().shared_connector());
-    }
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    options.header_read_timeout = Some(limits.header_read_timeout);
+    options.h2_idle_timeout = Some(limits.keepalive_timeout);
+    // Request heads without a second map for the clients' spelling unless asked for.
+    options.discard_h1_header_case = !snapshot.server.preserve_header_case;
+    proxy.server_options = Some(options);
+    // One set of upstream pools for every front (the stream front uses the same).
+    proxy.set_client_connector(state.upstream_client().shared_connector());
+    let mut service = Service::new(
+        "orchestra-gateway".to_string(),
+        GatewayApp::new(proxy, StreamFront::new(pipeline)),
+    );
     service.set_max_connections_per_listener(Some(limits.max_connections));
     service.set_handshake_timeout(limits.header_read_timeout);
     if let Some(addr) = snapshot.listeners.http {

@@ -191,6 +191,31 @@ async fn sequential_requests_reuse_upstream_connections() {
     );
 }
 
+/// The same over HTTP/2 (h2c): its streams are served by the stream front, which returns the
+/// upstream session to the pool itself (`UpstreamClient::try_release`).
+#[tokio::test]
+async fn sequential_http2_requests_reuse_upstream_connections() {
+    let upstream = PoolUpstream::start().await;
+    let gw = gateway_to(&upstream, "60s").await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2c client");
+    for _ in 0..5 {
+        let resp = h2.get(gw.url("/")).send().await.expect("GET over h2c");
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        let body = resp.text().await.expect("body");
+        assert!(body.starts_with("conn="), "{body}");
+        let_it_return().await;
+    }
+    assert!(
+        upstream.accepted() < 5,
+        "no HTTP/2 request reused a connection: {} opened",
+        upstream.accepted()
+    );
+}
+
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_handed_out() {
     let upstream = PoolUpstream::start().await;

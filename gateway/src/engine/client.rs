@@ -1,7 +1,7 @@
 //! The gateway's one pooled upstream client: one pingora [`Connector`] (and its connection
 //! pools) per process, shared by every front. The pingora front's `HttpProxy` is handed this
 //! connector at start (`listener.rs`, through the vendored pingora-proxy's
-//! `set_client_connector`, see vendor/README.md), and the HTTP/3 front's attempts use it
+//! `set_client_connector`, see vendor/README.md), and the stream front's attempts use it
 //! directly: a keep-alive connection opened for an HTTP/1.1 or HTTP/2 request is reused by an
 //! HTTP/3 request to the same target, and the other way round.
 //!
@@ -81,6 +81,13 @@ impl UpstreamClient {
             .new_stream(peer)
             .await
             .map_err(|e| e.into_up())
+    }
+
+    /// Returns a finished session to the pool without I/O when it can be reused (or is HTTP/2);
+    /// hands it back otherwise, for [`UpstreamClient::release`] to close.
+    pub fn try_release(&self, session: HttpSession, peer: &HttpPeer) -> Option<HttpSession> {
+        let idle = peer.options.idle_timeout;
+        self.connector.try_release_http_session(session, peer, idle)
     }
 
     /// Returns a finished session to the pool (closed when it cannot be reused).

@@ -16,11 +16,11 @@
 //! ```
 //!
 //! The fronts keep only wire translation:
-//! - the pingora front (`front.rs`, HTTP/1.1 and HTTP/2) maps pingora's phases onto these
+//! - the pingora front (`front.rs`, HTTP/1.1) maps pingora's phases onto these
 //!   calls: `upstream_peer` → [`begin_attempt`], `fail_to_connect` / `error_while_proxy` →
 //!   [`failed`] (pingora then re-enters `upstream_peer`), `upstream_response_filter` →
 //!   [`response_head`], `fail_to_proxy` → [`classify`] and the error writer;
-//! - the HTTP/3 front (`h3/front.rs`) and the WebSocket tunnel (`ws_tunnel.rs`) run the loop
+//! - the stream front (`streams/`, HTTP/2 and HTTP/3) and the WebSocket tunnel (`ws_tunnel.rs`) run the loop
 //!   above themselves.
 //!
 //! Rules every front gets from here, whatever the protocol:
@@ -33,7 +33,7 @@
 //!   [`Failure`] and the [`GatewayError`] the client sees: connect failures and resets 502
 //!   `UPSTREAM_UNAVAILABLE`, read/write timeouts 504 `UPSTREAM_TIMEOUT`.
 //! - **Timeouts**: connect, read and write timeouts of the upstream come from one peer builder
-//!   (`upstream.rs`), used by pingora's proxy, the HTTP/3 front's [`client::UpstreamClient`] and
+//!   (`upstream.rs`), used by pingora's proxy, the stream front's [`client::UpstreamClient`] and
 //!   the tunnel's connect.
 //! - **Per-request limits**: `server.max_request_body` is counted by
 //!   `Pipeline::admit`/`Pipeline::on_request_body` on every front that carries a request body

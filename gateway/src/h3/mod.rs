@@ -1,19 +1,17 @@
 //! The HTTP/3 front: QUIC (quinn) + HTTP/3 (h3), sending every request through the same
-//! [`Pipeline`] as the pingora front.
+//! [`Pipeline`] and the same stream front as HTTP/2 ([`crate::streams`]).
 //!
 //! | file | what it does |
 //! |---|---|
 //! | [`endpoint`] | the QUIC endpoint: UDP socket, certificate, limits, ALPN dispatch to handlers |
 //! | `mod.rs` | the `h3` ALPN handler (one HTTP/3 connection: accept streams, GOAWAY on drain) and [`H3Service`], the endpoint on its own runtime |
-//! | [`front`] | one request stream through the pipeline phases |
-//! | [`exchange`] | one attempt on a pooled upstream session: request and response streamed both ways |
+//! | [`front`] | an h3 request stream as a wire of the stream front |
 //!
 //! The endpoint runs on a runtime of its own (`h3-worker` threads), so it neither depends on
 //! pingora's runtimes nor slows the control plane. With `[agents]` configured, the same endpoint
 //! also serves the agent protocol (ALPN `orchestra-agent/1`, [`crate::agent_hub::quic`]).
 
 pub mod endpoint;
-pub mod exchange;
 pub mod front;
 
 use std::net::SocketAddr;

@@ -1,13 +1,13 @@
 //! Where the fronts hand a `serve = "realtime"` request over (after `Pipeline::on_request`):
-//! the pingora front (a WebSocket upgrade → [`super::ws`], otherwise SSE over HTTP/1.1 or
-//! HTTP/2) and the HTTP/3 front (SSE). Each only adapts its wire: an [`SseSink`] over its
+//! the pingora front (a WebSocket upgrade → [`super::ws`], otherwise SSE over HTTP/1.1) and the
+//! stream front (SSE over HTTP/2 and HTTP/3). Each only adapts its wire: an [`SseSink`] over its
 //! response body writer, and the response head through the pipeline's response phase.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
@@ -15,8 +15,8 @@ use super::sse::{self, SseSink, HEADERS, KEEPALIVE};
 use super::RealtimeService;
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
-use crate::h3::front::H3Send;
-use crate::pipeline::{Pipeline, Protocol, RequestCtx};
+use crate::pipeline::{Pipeline, RequestCtx};
+use crate::streams::wire::Wire;
 
 fn service(pipeline: &Pipeline) -> Result<Arc<RealtimeService>, GatewayError> {
     pipeline
@@ -80,18 +80,18 @@ pub async fn serve_pingora(
     Ok(())
 }
 
-struct H3Sink<'a>(&'a mut H3Send);
+struct WireSink<'a, W>(&'a mut W);
 
-impl SseSink for H3Sink<'_> {
+impl<W: Wire> SseSink for WireSink<'_, W> {
     async fn send(&mut self, chunk: Bytes) -> Result<(), String> {
-        self.0.send_data(chunk).await.map_err(|e| e.to_string())
+        self.0.send_data(chunk, false).await
     }
 }
 
-/// Serves a realtime route on the HTTP/3 front (SSE); `Err` when nothing was written yet.
-/// Returns the status and body bytes sent.
-pub async fn serve_h3(
-    send: &mut H3Send,
+/// Serves a realtime route on the stream front (SSE over HTTP/2 or HTTP/3); `Err` when nothing
+/// was written yet. Returns the status and body bytes sent.
+pub async fn serve_stream<W: Wire>(
+    wire: &mut W,
     pipeline: &Pipeline,
     ctx: &mut RequestCtx,
     method: &Method,
@@ -101,23 +101,25 @@ pub async fn serve_h3(
 ) -> Result<(u16, usize), GatewayError> {
     let svc = service(pipeline)?;
     method_ok(method)?;
-    ctx.protocol = Protocol::H3;
     let opened = sse::open(svc, &ctx.snapshot, headers, query, ip).await?;
     let mut out = HeaderMap::with_capacity(HEADERS.len() + 2);
     for (n, v) in HEADERS {
         out.insert(n, v);
     }
     pipeline.on_response(ctx, StatusCode::OK, &mut out);
-    let mut response = Response::new(());
-    *response.status_mut() = StatusCode::OK;
-    *response.headers_mut() = out;
-    if let Err(e) = send.send_response(response).await {
-        tracing::debug!(error = %e, "h3: client went away before the event stream started");
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = StatusCode::OK;
+    parts.headers = out;
+    if let Err(e) = wire
+        .send_response(Box::new(ResponseHeader::from(parts)))
+        .await
+    {
+        tracing::debug!(error = %e, "client went away before the event stream started");
         return Ok((200, 0));
     }
-    let sent = sse::stream(opened, &mut H3Sink(send), KEEPALIVE).await;
-    if let Err(e) = send.finish().await {
-        tracing::debug!(error = %e, "h3: finishing the event stream");
+    let sent = sse::stream(opened, &mut WireSink(&mut *wire), KEEPALIVE).await;
+    if let Err(e) = wire.finish().await {
+        tracing::debug!(error = %e, "finishing the event stream");
     }
     Ok((200, sent))
 }

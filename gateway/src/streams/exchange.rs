@@ -1,11 +1,13 @@
-//! The wire side of one HTTP/3 attempt on a pooled upstream session (from the engine's shared
-//! `UpstreamClient`): request head, request body and response, streamed both ways.
+//! The upstream side of one attempt of the stream front on a pooled upstream session (from the
+//! engine's shared `UpstreamClient`): request head, request body and response, streamed both ways
+//! between the upstream session and the downstream [`Wire`].
 //!
 //! Reading the upstream response and forwarding the request body run in one `select!` loop, so
 //! an upstream that answers while it still reads (an echo) never deadlocks against a client
 //! still sending. Each direction moves one chunk at a time and waits for the other side's flow
 //! control before reading the next: nothing is buffered beyond one chunk per direction.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +15,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::Error;
 
-use super::front::{Inspector, RequestBody};
+use super::wire::{Downstream, Inspector, Wire};
 use crate::error::GatewayError;
 
 /// Why an attempt ended without a usable response head.
@@ -34,43 +36,50 @@ pub struct Exchange {
 }
 
 /// Sends the request head and streams the request body until the response head arrives.
-pub async fn send_request(
+///
+/// Not an `async fn`: the session is moved into the `async move` block once (an `async fn` keeps
+/// each by-value argument twice in its state).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn send_request<'a, 'b: 'a, W: Wire + 'a>(
     mut session: HttpSession,
-    mut head: RequestHeader,
-    body: &mut RequestBody,
-    inspect: &mut Inspector<'_>,
-) -> Result<Exchange, (HttpSession, AttemptError)> {
-    if matches!(session, HttpSession::H1(_))
-        && !body.known_empty()
-        && head.headers.get(http::header::CONTENT_LENGTH).is_none()
-    {
-        // HTTP/3 has no chunked framing; HTTP/1.1 needs one for a body of unknown length.
-        if let Err(e) = head.insert_header(http::header::TRANSFER_ENCODING, "chunked") {
-            return Err((session, AttemptError::Upstream(e)));
-        }
-    }
-    if let Err(e) = session.write_request_header(Box::new(head)).await {
-        return Err((session, AttemptError::Upstream(e)));
-    }
-    let mut request_done = false;
-    if body.known_empty() {
-        if let Err(e) = session.finish_request_body().await {
-            return Err((session, AttemptError::Upstream(e)));
-        }
-        request_done = true;
-    }
-    loop {
-        tokio::select! {
-            res = read_head(&mut session) => {
-                return match res {
-                    Ok(()) => Ok(Exchange { session, request_done }),
-                    Err(e) => Err((session, AttemptError::Upstream(e))),
-                };
+    mut head: Box<RequestHeader>,
+    body: &'a mut Downstream<W>,
+    inspect: &'a mut Inspector<'b>,
+) -> impl Future<Output = Result<Exchange, (HttpSession, AttemptError)>> + Send + use<'a, 'b, W> {
+    async move {
+        if matches!(session, HttpSession::H1(_))
+            && !body.known_empty()
+            && head.headers.get(http::header::CONTENT_LENGTH).is_none()
+        {
+            // HTTP/2 and HTTP/3 have no chunked framing; HTTP/1.1 needs one for a body of unknown
+            // length.
+            if let Err(e) = head.insert_header(http::header::TRANSFER_ENCODING, "chunked") {
+                return Err((session, AttemptError::Upstream(e)));
             }
-            chunk = body.next(inspect), if !request_done => {
-                match forward_chunk(&mut session, chunk).await {
-                    Ok(done) => request_done = done,
-                    Err(e) => return Err((session, e)),
+        }
+        if let Err(e) = session.write_request_header(head).await {
+            return Err((session, AttemptError::Upstream(e)));
+        }
+        let mut request_done = false;
+        if body.known_empty() {
+            if let Err(e) = session.finish_request_body().await {
+                return Err((session, AttemptError::Upstream(e)));
+            }
+            request_done = true;
+        }
+        loop {
+            tokio::select! {
+                res = read_head(&mut session) => {
+                    return match res {
+                        Ok(()) => Ok(Exchange { session, request_done }),
+                        Err(e) => Err((session, AttemptError::Upstream(e))),
+                    };
+                }
+                chunk = body.next(inspect), if !request_done => {
+                    match forward_chunk(&mut session, chunk).await {
+                        Ok(done) => request_done = done,
+                        Err(e) => return Err((session, e)),
+                    }
                 }
             }
         }
@@ -124,22 +133,17 @@ pub struct Streamed {
     pub response_done: bool,
     /// The request body was sent to its end.
     pub request_done: bool,
+    /// The response already ended on the wire (with its last body chunk).
+    pub wire_ended: bool,
     /// What failed, if anything (the response head is already out: the stream is reset).
     pub error: Option<String>,
 }
 
-/// Where response body chunks go (the HTTP/3 send half), so this file needs no h3 types.
-pub trait ResponseSink {
-    /// Sends one chunk, waiting for the client's flow control.
-    fn send(&mut self, data: Bytes)
-        -> impl std::future::Future<Output = Result<(), String>> + Send;
-}
-
-/// Streams the response body to `sink` while forwarding the rest of the request body.
-pub async fn stream_response<S: ResponseSink + Send>(
+/// Streams the response body to the client while forwarding the rest of the request body; a
+/// client that does not take a chunk within `idle` (`server.write_timeout`) is cut.
+pub async fn stream_response<W: Wire>(
     exchange: &mut Exchange,
-    body: &mut RequestBody,
-    sink: &mut S,
+    down: &mut Downstream<W>,
     inspect: &mut Inspector<'_>,
     idle: Duration,
 ) -> Streamed {
@@ -157,9 +161,17 @@ pub async fn stream_response<S: ResponseSink + Send>(
                     Ok(Some(data)) if data.is_empty() => {}
                     Ok(Some(data)) => {
                         let n = data.len();
-                        let sent = tokio::time::timeout(idle, sink.send(data)).await;
+                        // The last chunk ends the response with it (no empty end frame after).
+                        let end = session.response_done();
+                        let sent = tokio::time::timeout(idle, down.wire.send_data(data, end)).await;
                         match sent {
-                            Ok(Ok(())) => out.bytes += n,
+                            Ok(Ok(())) => {
+                                out.bytes += n;
+                                if end {
+                                    out.response_done = true;
+                                    out.wire_ended = true;
+                                }
+                            }
                             Ok(Err(e)) => { out.error = Some(e); return out; }
                             Err(_) => { out.error = Some("client stalled".into()); return out; }
                         }
@@ -168,7 +180,7 @@ pub async fn stream_response<S: ResponseSink + Send>(
                     Err(e) => { out.error = Some(e.to_string()); return out; }
                 }
             }
-            chunk = body.next(inspect), if !out.request_done => {
+            chunk = down.next(inspect), if !out.request_done => {
                 match forward_chunk(session, chunk).await {
                     Ok(done) => out.request_done = done,
                     // The response is already flowing: a request body that fails now only
