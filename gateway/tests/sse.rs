@@ -99,3 +99,66 @@ async fn h2c_client_sees_event_1_before_event_2_is_released() {
         .to_bytes();
     assert_eq!(String::from_utf8_lossy(&rest), EVENT_2);
 }
+
+/// Bad input on the HTTP/2 stream front: a client that resets its stream in the middle of a
+/// streamed response. The gateway ends that exchange (the half-read upstream connection is
+/// closed, not pooled: a pooled one would hand the next request the rest of the old stream) and
+/// keeps serving the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_client_that_cancels_mid_stream_leaves_the_connection_and_pool_usable() {
+    let (sse, mut gw) = setup().await;
+    let mut h2 = H2Client::connect_h2c(gw.http_addr()).await.expect("h2c");
+    for round in 0..2 {
+        let request = h2
+            .request(http::Method::GET, "/api/events/stream")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = tokio::time::timeout(WAIT, h2.send(request))
+            .await
+            .expect("head in time")
+            .expect("send");
+        assert_eq!(resp.status(), 200, "round {round}");
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while got.len() < EVENT_1.len() {
+            let frame = tokio::time::timeout(WAIT, body.frame())
+                .await
+                .expect("event 1 in time")
+                .expect("stream still open")
+                .expect("frame");
+            if let Some(data) = frame.data_ref() {
+                got.extend_from_slice(data);
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&got), EVENT_1, "round {round}");
+        // RST_STREAM(CANCEL) from the client, while the upstream still holds event 2.
+        drop(body);
+    }
+    // Both upstream exchanges end once event 2 is let through; a third request on the same
+    // client connection gets a whole, fresh stream.
+    sse.release();
+    sse.release();
+    sse.release();
+    let request = h2
+        .request(http::Method::GET, "/api/events/stream")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = tokio::time::timeout(WAIT, h2.send(request))
+        .await
+        .expect("head in time")
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let whole = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("the third stream ends")
+        .expect("body")
+        .to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&whole),
+        format!("{EVENT_1}{EVENT_2}")
+    );
+    assert!(
+        gw.try_status().expect("status").is_none(),
+        "the gateway exited"
+    );
+}
