@@ -62,10 +62,8 @@ async fn http1_client_sees_event_1_before_event_2_is_released() {
     assert_eq!(String::from_utf8_lossy(&rest), EVENT_2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2c_client_sees_event_1_before_event_2_is_released() {
-    let (sse, gw) = setup().await;
-    let mut h2 = H2Client::connect_h2c(gw.http_addr()).await.expect("h2c");
+/// Sends `GET /api/events/stream` on `h2`; asserts a `200` head and returns the body.
+async fn h2c_open_stream(h2: &mut H2Client) -> hyper::body::Incoming {
     let request = h2
         .request(http::Method::GET, "/api/events/stream")
         .body(Full::new(Bytes::new()))
@@ -75,8 +73,12 @@ async fn h2c_client_sees_event_1_before_event_2_is_released() {
         .expect("head in time")
         .expect("send");
     assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
+    resp.into_body()
+}
 
+/// Opens the stream on `h2` and reads until [`EVENT_1`] arrived; returns the rest of the body.
+async fn h2c_stream_past_event_1(h2: &mut H2Client) -> hyper::body::Incoming {
+    let mut body = h2c_open_stream(h2).await;
     let mut got = Vec::new();
     while got.len() < EVENT_1.len() {
         let frame = tokio::time::timeout(WAIT, body.frame())
@@ -89,6 +91,14 @@ async fn h2c_client_sees_event_1_before_event_2_is_released() {
         }
     }
     assert_eq!(String::from_utf8_lossy(&got), EVENT_1);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_client_sees_event_1_before_event_2_is_released() {
+    let (sse, gw) = setup().await;
+    let mut h2 = H2Client::connect_h2c(gw.http_addr()).await.expect("h2c");
+    let body = h2c_stream_past_event_1(&mut h2).await;
     assert_eq!(sse.second_events_sent(), 0);
 
     sse.release();
@@ -108,29 +118,8 @@ async fn h2c_client_sees_event_1_before_event_2_is_released() {
 async fn h2c_client_that_cancels_mid_stream_leaves_the_connection_and_pool_usable() {
     let (sse, mut gw) = setup().await;
     let mut h2 = H2Client::connect_h2c(gw.http_addr()).await.expect("h2c");
-    for round in 0..2 {
-        let request = h2
-            .request(http::Method::GET, "/api/events/stream")
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let resp = tokio::time::timeout(WAIT, h2.send(request))
-            .await
-            .expect("head in time")
-            .expect("send");
-        assert_eq!(resp.status(), 200, "round {round}");
-        let mut body = resp.into_body();
-        let mut got = Vec::new();
-        while got.len() < EVENT_1.len() {
-            let frame = tokio::time::timeout(WAIT, body.frame())
-                .await
-                .expect("event 1 in time")
-                .expect("stream still open")
-                .expect("frame");
-            if let Some(data) = frame.data_ref() {
-                got.extend_from_slice(data);
-            }
-        }
-        assert_eq!(String::from_utf8_lossy(&got), EVENT_1, "round {round}");
+    for _ in 0..2 {
+        let body = h2c_stream_past_event_1(&mut h2).await;
         // RST_STREAM(CANCEL) from the client, while the upstream still holds event 2.
         drop(body);
     }
@@ -139,16 +128,7 @@ async fn h2c_client_that_cancels_mid_stream_leaves_the_connection_and_pool_usabl
     sse.release();
     sse.release();
     sse.release();
-    let request = h2
-        .request(http::Method::GET, "/api/events/stream")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = tokio::time::timeout(WAIT, h2.send(request))
-        .await
-        .expect("head in time")
-        .expect("send");
-    assert_eq!(resp.status(), 200);
-    let whole = tokio::time::timeout(WAIT, resp.into_body().collect())
+    let whole = tokio::time::timeout(WAIT, h2c_open_stream(&mut h2).await.collect())
         .await
         .expect("the third stream ends")
         .expect("body")
