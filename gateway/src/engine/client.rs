@@ -67,11 +67,27 @@ impl UpstreamClient {
 
     /// A pooled (or new) session to `peer`, and whether it was reused from the pool. Errors are
     /// marked as the upstream's (see `engine::classify`).
+    ///
+    /// The session reads and writes under the peer's `timeouts.read` / `timeouts.write` (as
+    /// pingora's proxy sets them on its sessions): an upstream that stops answering is a 504.
     pub async fn connect(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
-        self.connector
+        let (mut session, reused) = self
+            .connector
             .get_http_session(peer)
             .await
-            .map_err(|e| e.into_up())
+            .map_err(|e| e.into_up())?;
+        match &mut session {
+            HttpSession::H1(s) => {
+                s.read_timeout = peer.options.read_timeout;
+                s.write_timeout = peer.options.write_timeout;
+            }
+            HttpSession::H2(s) => {
+                s.read_timeout = peer.options.read_timeout;
+                s.write_timeout = peer.options.write_timeout;
+            }
+            HttpSession::Custom(_) => {}
+        }
+        Ok((session, reused))
     }
 
     /// A new transport stream to `peer` (TCP, then TLS when the peer says so), never pooled:

@@ -87,6 +87,11 @@ impl Wire for H3Wire {
     fn may_advertise_h3(&self) -> bool {
         false
     }
+
+    /// A stopped stream shows on the next send; nothing to watch meanwhile.
+    async fn closed(&mut self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// The HTTP/3 front: h3 request streams into the [`StreamFront`].

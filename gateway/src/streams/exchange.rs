@@ -25,6 +25,8 @@ pub enum AttemptError {
     Upstream(Box<Error>),
     /// The client's request body failed or was rejected (limit, plugin); answer with this error.
     Downstream(GatewayError),
+    /// The client went away while the upstream had not answered yet.
+    ClientGone,
 }
 
 /// An attempt that got its response head: the session, ready to stream the response body.
@@ -75,7 +77,10 @@ pub fn send_request<'a, 'b: 'a, W: Wire + 'a>(
                         Err(e) => Err((session, AttemptError::Upstream(e))),
                     };
                 }
-                chunk = body.next(inspect), if !request_done => {
+                next = body.next_or_gone(inspect, request_done) => {
+                    let Some(chunk) = next else {
+                        return Err((session, AttemptError::ClientGone));
+                    };
                     match forward_chunk(&mut session, chunk).await {
                         Ok(done) => request_done = done,
                         Err(e) => return Err((session, e)),
@@ -187,6 +192,7 @@ pub async fn stream_response<W: Wire>(
                     // ends the upload; the upstream decides what to answer.
                     Err(AttemptError::Upstream(e)) => { out.error = Some(e.to_string()); return out; }
                     Err(AttemptError::Downstream(e)) => { out.error = Some(e.to_string()); return out; }
+                    Err(AttemptError::ClientGone) => { out.error = Some("client gone".into()); return out; }
                 }
             }
         }

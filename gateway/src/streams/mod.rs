@@ -1,6 +1,7 @@
 //! The stream front: one request per stream, for HTTP/2 (streams of pingora-core's HTTP/2
-//! sessions, see [`h2`]) and HTTP/3 (h3 request streams, `crate::h3::front`). The [`Pipeline`]'s
-//! phases run in the same order as on the pingora front (HTTP/1.1):
+//! sessions, see [`h2`]), HTTP/1.1 requests without a body (pingora-core's HTTP/1 sessions, same
+//! file) and HTTP/3 (h3 request streams, `crate::h3::front`). The [`Pipeline`]'s phases run in
+//! the same order as on the pingora front (which keeps the rest of HTTP/1.1):
 //!
 //! ```text
 //! begin ─► admit ─► builtin? ─► route ─► on_request ─► service? ─► [pick ─► connect ─► send_request]*
@@ -12,10 +13,10 @@
 //! gateway's JSON answers ([`respond`] through [`WireWriter`]). A request is replayable while no
 //! request body byte has left the gateway (this front keeps no replay buffer).
 //!
-//! Why HTTP/2 is served here and not by pingora-proxy: per request, pingora-proxy's phases,
+//! Why these are served here and not by pingora-proxy: per request, pingora-proxy's phases,
 //! modules and per-stream task cost more than the whole exchange on pingora-core's sessions
 //! (`bench-pingora --core`: HTTP/2 over TLS 1.14× nginx's CPU per request, pingora-proxy's no-op
-//! proxy 1.65–1.74×; bench/RESULTS.md). Only the wire differs between the two protocols
+//! proxy 1.65–1.74×; HTTP/1.1 1.43–1.52× against 1.76–1.83×; bench/RESULTS.md). Only the wire differs between the two protocols
 //! ([`Wire`]); everything else is this file, the engine and the pipeline.
 //!
 //! Per-request limits: `server.max_request_body` through [`Pipeline::on_request_body`] on every
@@ -75,6 +76,15 @@ fn hop_by_hop_names() -> [HeaderName; 7] {
     ]
 }
 
+/// Request fields that are hop-by-hop besides [`hop_by_hop`]'s (as the pingora front drops them
+/// on HTTP/1.1: `Trailer`, `Proxy-Authorization`, `HTTP2-Settings`).
+fn request_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop(name)
+        || name == http::header::TRAILER
+        || name == http::header::PROXY_AUTHORIZATION
+        || name.as_str() == "http2-settings"
+}
+
 /// Where a stream came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin {
@@ -101,6 +111,11 @@ impl StreamFront {
 
     fn client(&self) -> &UpstreamClient {
         self.pipeline.state().upstream_client()
+    }
+
+    /// The running config.
+    pub fn live(&self) -> Arc<crate::state::Live> {
+        self.pipeline.state().live()
     }
 
     /// Serves one request stream to its end: `head` is the request head as the client sent it,
@@ -279,6 +294,11 @@ impl StreamFront {
                     ctx.attempts.failed();
                     return self.write_error(&mut down.wire, ctx, e, head_only).await;
                 }
+                Err((mut session, AttemptError::ClientGone)) => {
+                    // Nothing to answer: the upstream connection is closed (it is mid-request).
+                    Box::pin(session.shutdown()).await;
+                    return Sent::default();
+                }
                 Err((mut session, AttemptError::Upstream(e))) => {
                     session.shutdown().await;
                     match engine::failed(ctx, &e, Stage::Exchange, replay(down)) {
@@ -423,10 +443,24 @@ fn upstream_head(
     mut headers: HeaderMap,
 ) -> Result<RequestHeader, GatewayError> {
     let bad = |e: Box<pingora::Error>| GatewayError::BadRequest(e.to_string());
-    if headers.keys().any(hop_by_hop) {
+    if headers.keys().any(request_hop_by_hop) {
+        // Fields the client named in `Connection` are hop-by-hop too (RFC 9110 7.6.1).
+        let nominated: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in nominated {
+            headers.remove(name);
+        }
         for name in hop_by_hop_names() {
             headers.remove(name);
         }
+        headers.remove(http::header::TRAILER);
+        headers.remove(http::header::PROXY_AUTHORIZATION);
+        headers.remove("http2-settings");
     }
     let host = match headers.contains_key(http::header::HOST) {
         true => None,

@@ -65,6 +65,10 @@ pub trait Wire: Send {
     /// True when responses on this stream may advertise HTTP/3 (`Alt-Svc`): a TLS connection
     /// that is not HTTP/3 itself.
     fn may_advertise_h3(&self) -> bool;
+
+    /// Resolves when the client has gone away while the front waits for the upstream (after
+    /// the whole request body was read); never, where the wire cannot tell.
+    fn closed(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// Called on every request body chunk (the route's body-inspecting plugins).
@@ -156,6 +160,20 @@ impl<W: Wire> Downstream<W> {
             return Ok(Some(b));
         }
         self.read(inspect).await
+    }
+
+    /// The next chunk for the upstream, as [`Downstream::next`]; once the body is `done`, waits
+    /// for the client to go away instead (`None`).
+    pub async fn next_or_gone(
+        &mut self,
+        inspect: &mut Inspector<'_>,
+        done: bool,
+    ) -> Option<Result<Option<Bytes>, GatewayError>> {
+        if done {
+            self.wire.closed().await;
+            return None;
+        }
+        Some(self.next(inspect).await)
     }
 
     /// Tells the client to stop sending a body the answer did not need.

@@ -331,7 +331,14 @@ where
         .await;
     }
 
-    async fn handle_new_request(
+    /// Reads the next request head on `downstream_session` (ending early when the service shuts
+    /// down) and answers what the proxy refuses before any phase runs (an invalid head: `400`;
+    /// `CONNECT` unless allowed: `405`); `None` when the session is done.
+    ///
+    /// ORCHESTRA PATCH (HTTP/1.1 on the gateway's stream front): public, so that a server app can
+    /// read the head itself, serve some requests its own way and hand the others to
+    /// [`Self::process_read_http`].
+    pub async fn handle_new_request(
         &self,
         mut downstream_session: Box<HttpSession>,
     ) -> Option<Box<HttpSession>>
@@ -1182,16 +1189,49 @@ where
         let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
-            ),
-            None => return None, // bad request
+        let Some(downstream_session) = self.handle_new_request(session).await else {
+            return None; // bad request
         };
+        self.process_read_request(downstream_session, prev_user_ctx, shutdown)
+            .await
+    }
+
+    /// Serves a request whose head [`Self::handle_new_request`] has read: the proxy's phases
+    /// from `new_ctx` on, as for a request it read itself. Returns the connection when it can
+    /// serve another request.
+    ///
+    /// ORCHESTRA PATCH (HTTP/1.1 on the gateway's stream front).
+    pub async fn process_read_http(
+        self: &Arc<Self>,
+        mut session: Box<HttpSession>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        let prev_user_ctx = session.take_connection_user_context();
+        self.process_read_request(session, prev_user_ctx, shutdown)
+            .await
+    }
+
+    async fn process_read_request(
+        self: &Arc<Self>,
+        downstream_session: Box<HttpSession>,
+        prev_user_ctx: Option<Box<dyn std::any::Any + Send + Sync>>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        let mut session = Session::new(
+            downstream_session,
+            &self.downstream_modules,
+            #[cfg(feature = "upstream_modules")]
+            &self.upstream_modules,
+            self.shutdown_flag.clone(),
+        );
 
         if *shutdown.borrow() {
             // stop downstream from reusing if this service is shutting down soon
