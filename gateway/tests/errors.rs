@@ -95,6 +95,34 @@ async fn slow_upstream_is_504_json_after_read_timeout() {
     assert_eq!(resp.status(), 200);
 }
 
+/// The same over h2c, which the stream front serves: the upstream's `timeouts.read` applies to
+/// the sessions it takes from the pool (it did not, on HTTP/2 and HTTP/3, until the HTTP/1.1
+/// tests above went through the same front).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_is_504_over_h2c_too() {
+    let echo = EchoServer::start("slow").await.expect("echo");
+    let gw = start_gateway(format!(
+        "{}{}",
+        upstream(
+            "slow",
+            &[echo.addr()],
+            "timeouts = { connect = \"1s\", read = \"300ms\" }"
+        ),
+        route("slow", "path_prefix = \"/\"", "slow", "")
+    ))
+    .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2c client");
+    let resp = tokio::time::timeout(WAIT, h2.get(gw.http_url("/slow?ms=10000")).send())
+        .await
+        .expect("answered within WAIT, not after the upstream's 10 s")
+        .expect("send");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_json_error(resp, 504, "UPSTREAM_TIMEOUT").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_readyz_are_answered_before_routing() {
     let echo = EchoServer::start("a").await.expect("echo");
