@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use testkit::client::H2Client;
 use testkit::net::closed_addr;
-use testkit::EchoServer;
+use testkit::{EchoServer, GatewayProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_is_404_json_with_request_id() {
@@ -64,10 +64,9 @@ async fn upstream_down_is_502_json() {
     assert_eq!(body["error"]["request_id"], "rid-502");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_upstream_is_504_json_after_read_timeout() {
-    let echo = EchoServer::start("slow").await.expect("echo");
-    let gw = start_gateway(format!(
+/// A gateway whose one route goes to `echo` with a 300 ms upstream read timeout.
+async fn slow_upstream_gateway(echo: &EchoServer) -> GatewayProcess {
+    start_gateway(format!(
         "{}{}",
         upstream(
             "slow",
@@ -76,7 +75,13 @@ async fn slow_upstream_is_504_json_after_read_timeout() {
         ),
         route("slow", "path_prefix = \"/\"", "slow", "")
     ))
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_is_504_json_after_read_timeout() {
+    let echo = EchoServer::start("slow").await.expect("echo");
+    let gw = slow_upstream_gateway(&echo).await;
 
     let resp = http_client()
         .get(gw.http_url("/slow?ms=10000"))
@@ -101,16 +106,7 @@ async fn slow_upstream_is_504_json_after_read_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_504_over_h2c_too() {
     let echo = EchoServer::start("slow").await.expect("echo");
-    let gw = start_gateway(format!(
-        "{}{}",
-        upstream(
-            "slow",
-            &[echo.addr()],
-            "timeouts = { connect = \"1s\", read = \"300ms\" }"
-        ),
-        route("slow", "path_prefix = \"/\"", "slow", "")
-    ))
-    .await;
+    let gw = slow_upstream_gateway(&echo).await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
