@@ -119,6 +119,15 @@ async fn serve(mut conn: RawConn, id: usize, seen: mpsc::UnboundedSender<Seen>) 
                     .await;
                 return;
             }
+            "/cut-chunked" => {
+                let _ = conn
+                    .stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n",
+                    )
+                    .await;
+                return;
+            }
             _ => {
                 let body = format!("conn={id}");
                 format!(
@@ -203,6 +212,37 @@ async fn an_upstream_that_dies_mid_body_cuts_the_response_and_is_not_reused() {
     // The next request goes on a new upstream connection and is answered whole.
     assert_eq!(body_of(&gw, "/", 200).await, "conn=1");
     assert_eq!(upstream.server.accepted(), 2);
+}
+
+/// The same with a chunked body: the client must not see the terminating chunk of a body the
+/// upstream never finished (the connection is closed instead).
+#[tokio::test]
+async fn an_upstream_that_dies_mid_chunked_body_cuts_the_response() {
+    let mut upstream = RawUpstream::start().await;
+    let gw = gateway_to(&upstream).await;
+    let resp = testkit::raw_http::send(
+        gw.gw.http_addr(),
+        b"GET /cut-chunked HTTP/1.1\r\nhost: exchange.test\r\n\r\n",
+        b"",
+        WAIT,
+    )
+    .await
+    .expect("request sent");
+    assert_eq!(
+        resp.status,
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&resp.raw)
+    );
+    assert!(
+        !resp.complete,
+        "a chunked body cut by the upstream read as complete:\n{}",
+        String::from_utf8_lossy(&resp.raw)
+    );
+    assert_eq!(
+        upstream.next("/cut-chunked").await,
+        Seen::Request("/cut-chunked".into())
+    );
 }
 
 /// A raw request with `content_length` header line(s) and body `hello` to `gw`.

@@ -31,6 +31,9 @@ use crate::pipeline::{Protocol, Scheme};
 pub struct SessionWire<S> {
     session: S,
     tls: bool,
+    /// The response was given up after its head (HTTP/1.1: the connection must be closed, not
+    /// finished: finishing would end a chunked body as if it were complete).
+    aborted: bool,
 }
 
 /// An HTTP/2 stream of a pingora-core session as a [`Wire`].
@@ -84,11 +87,12 @@ impl<S: BorrowMut<ServerSession> + Send> Wire for SessionWire<S> {
         self.session.borrow_mut().finish_body().await.map_err(text)
     }
 
-    /// `RST_STREAM(INTERNAL_ERROR)` either way (pingora-core's `shutdown`).
+    /// HTTP/2: `RST_STREAM(INTERNAL_ERROR)` either way (pingora-core's `shutdown`). HTTP/1.1
+    /// has no stream to reset: the connection is closed by the caller ([`GatewayApp`]).
     fn reset(&mut self, _why: Reset) {
+        self.aborted = true;
         match self.session.borrow_mut() {
             ServerSession::H2(s) => s.shutdown(),
-            // HTTP/1.1 has no stream to reset: the connection is not reused.
             other => other.set_keepalive(None),
         }
     }
@@ -137,7 +141,12 @@ fn serve_h2(
         protocol: Protocol::H2,
         scheme: if tls { Scheme::Https } else { Scheme::Http },
     };
-    front.serve(head, SessionWire { session, tls }, origin)
+    let wire = SessionWire {
+        session,
+        tls,
+        aborted: false,
+    };
+    front.serve(head, wire, origin)
 }
 
 /// True when an HTTP/1.1 response head announces a body but neither its length nor chunks.
@@ -167,14 +176,14 @@ fn stream_front_serves(session: &mut ServerSession, preserve_case: bool) -> bool
     plain && !session.is_upgrade_req() && session.is_body_empty()
 }
 
-/// Serves one HTTP/1.1 request on the stream front; returns the connection when it can serve
-/// another request.
+/// Serves one HTTP/1.1 request on the stream front; `true` when the response was given up after
+/// its head (the connection must then be closed).
 async fn serve_h1(
     front: &StreamFront,
     session: &mut ServerSession,
     keepalive_secs: u64,
     shutting_down: bool,
-) {
+) -> bool {
     if shutting_down {
         session.set_keepalive(None);
     } else if session.get_keepalive().is_some() {
@@ -192,9 +201,13 @@ async fn serve_h1(
         protocol: Protocol::H1,
         scheme: if tls { Scheme::Https } else { Scheme::Http },
     };
-    front
-        .serve(head, SessionWire { session, tls }, origin)
-        .await;
+    let mut wire = SessionWire {
+        session,
+        tls,
+        aborted: false,
+    };
+    front.serve(head, &mut wire, origin).await;
+    wire.aborted
 }
 
 /// The pingora server app of the gateway's TCP listeners: HTTP/2 streams and bodiless HTTP/1.1
@@ -242,7 +255,11 @@ impl GatewayApp {
                 .max(1.0) as u64;
             drop(live);
             let shutting_down = *shutdown.borrow();
-            serve_h1(&self.streams, &mut session, keepalive, shutting_down).await;
+            if serve_h1(&self.streams, &mut session, keepalive, shutting_down).await {
+                // Not `finish`: the client must see the response end early.
+                session.shutdown().await;
+                return None;
+            }
             let settings = HttpPersistentSettings::for_session(&session);
             let stream = session.finish().await.ok()??;
             let reused = ReusedHttpStream::from_reusable_stream(stream, settings);

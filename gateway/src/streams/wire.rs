@@ -71,6 +71,50 @@ pub trait Wire: Send {
     fn closed(&mut self) -> impl Future<Output = ()> + Send;
 }
 
+/// A borrowed wire is a wire: the caller keeps it, to look at it after the request.
+impl<W: Wire> Wire for &mut W {
+    fn recv_data(&mut self) -> impl Future<Output = Result<Option<Bytes>, String>> + Send {
+        (**self).recv_data()
+    }
+    fn send_response(
+        &mut self,
+        head: Box<ResponseHeader>,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).send_response(head)
+    }
+    fn send_data(
+        &mut self,
+        data: Bytes,
+        end: bool,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).send_data(data, end)
+    }
+    fn send_trailers(
+        &mut self,
+        trailers: HeaderMap,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).send_trailers(trailers)
+    }
+    fn finish(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        (**self).finish()
+    }
+    fn reset(&mut self, why: Reset) {
+        (**self).reset(why)
+    }
+    fn stop_unread(&mut self) {
+        (**self).stop_unread()
+    }
+    fn discard_trailers(&mut self) -> impl Future<Output = ()> + Send {
+        (**self).discard_trailers()
+    }
+    fn may_advertise_h3(&self) -> bool {
+        (**self).may_advertise_h3()
+    }
+    fn closed(&mut self) -> impl Future<Output = ()> + Send {
+        (**self).closed()
+    }
+}
+
 /// Called on every request body chunk (the route's body-inspecting plugins).
 pub type Inspector<'a> = dyn FnMut(&[u8]) -> Result<(), GatewayError> + Send + 'a;
 
