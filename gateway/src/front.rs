@@ -79,10 +79,14 @@ fn apply_limits(session: &mut Session, ctx: &RequestCtx) {
     session.set_read_timeout(Some(limits.body_read_timeout));
     session.set_write_timeout(Some(limits.write_timeout));
     if session.get_keepalive().is_some() {
-        // pingora counts keep-alive in whole seconds, and 0 would mean "no timeout".
-        let secs = limits.keepalive_timeout.as_secs_f64().ceil().max(1.0) as u64;
-        session.set_keepalive(Some(secs));
+        session.set_keepalive(Some(keepalive_secs(limits.keepalive_timeout)));
     }
+}
+
+/// `server.keepalive_timeout` as pingora's keep-alive setting: whole seconds, rounded up, at
+/// least 1 (0 would mean "no timeout").
+pub(crate) fn keepalive_secs(timeout: std::time::Duration) -> u64 {
+    timeout.as_secs_f64().ceil().max(1.0) as u64
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {

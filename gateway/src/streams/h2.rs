@@ -128,25 +128,32 @@ fn serve_h2(
     front: &StreamFront,
     mut session: ServerSession,
 ) -> impl Future<Output = ()> + Send + '_ {
+    let (head, origin) = take_request(&mut session, Protocol::H2);
+    let wire = SessionWire {
+        session,
+        tls: origin.scheme == Scheme::Https,
+        aborted: false,
+    };
+    front.serve(head, wire, origin)
+}
+
+/// The request of a session whose head was read, as the stream front takes it: method, target
+/// and version copied, the header map moved out; and where it came from.
+fn take_request(session: &mut ServerSession, protocol: Protocol) -> (http::request::Parts, Origin) {
     let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-    let tls = crate::front::is_tls_session(&session);
+    let tls = crate::front::is_tls_session(session);
     let req = session.req_header_mut();
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = req.method.clone();
     head.uri = req.uri.clone();
-    head.version = http::Version::HTTP_2;
+    head.version = req.version;
     head.headers = req.take_headers();
     let origin = Origin {
         peer,
-        protocol: Protocol::H2,
+        protocol,
         scheme: if tls { Scheme::Https } else { Scheme::Http },
     };
-    let wire = SessionWire {
-        session,
-        tls,
-        aborted: false,
-    };
-    front.serve(head, wire, origin)
+    (head, origin)
 }
 
 /// True when an HTTP/1.1 response head announces a body but neither its length nor chunks.
@@ -189,21 +196,10 @@ async fn serve_h1(
     } else if session.get_keepalive().is_some() {
         session.set_keepalive(Some(keepalive_secs));
     }
-    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-    let tls = crate::front::is_tls_session(session);
-    let req = session.req_header_mut();
-    let (mut head, ()) = http::Request::new(()).into_parts();
-    head.method = req.method.clone();
-    head.uri = req.uri.clone();
-    head.headers = req.take_headers();
-    let origin = Origin {
-        peer,
-        protocol: Protocol::H1,
-        scheme: if tls { Scheme::Https } else { Scheme::Http },
-    };
+    let (head, origin) = take_request(session, Protocol::H1);
     let mut wire = SessionWire {
         session,
-        tls,
+        tls: origin.scheme == Scheme::Https,
         aborted: false,
     };
     front.serve(head, &mut wire, origin).await;
@@ -212,8 +208,8 @@ async fn serve_h1(
 
 /// The pingora server app of the gateway's TCP listeners: HTTP/2 streams and bodiless HTTP/1.1
 /// requests to the [`StreamFront`], other HTTP/1.1 requests (bodies, WebSocket upgrades...) to
-/// pingora-proxy's `HttpProxy` over [`PingoraFront`]. Connection handling (TLS, ALPN, h2c, limits) is pingora-core's either way;
-/// the server options and HTTP/2 settings are the proxy's.
+/// pingora-proxy's `HttpProxy` over [`PingoraFront`]. Connection handling (TLS, ALPN, h2c,
+/// limits) is pingora-core's either way; the server options and HTTP/2 settings are the proxy's.
 pub struct GatewayApp {
     proxy: Arc<HttpProxy<PingoraFront>>,
     streams: StreamFront,
@@ -227,9 +223,7 @@ impl GatewayApp {
             streams,
         }
     }
-}
 
-impl GatewayApp {
     /// An HTTP/1.1 connection: this loop serves its requests (one future per connection, as
     /// the proxy's own loop): the head is read as the proxy reads it, then each request goes to
     /// the stream front or, when it needs what only pingora-proxy does, to the proxy.
@@ -245,14 +239,7 @@ impl GatewayApp {
             if !stream_front_serves(&mut session, live.server.preserve_header_case) {
                 return self.proxy.process_read_http(session, shutdown).await;
             }
-            // pingora counts keep-alive in whole seconds, and 0 would mean "no timeout".
-            let keepalive = live
-                .server
-                .limits
-                .keepalive_timeout
-                .as_secs_f64()
-                .ceil()
-                .max(1.0) as u64;
+            let keepalive = crate::front::keepalive_secs(live.server.limits.keepalive_timeout);
             drop(live);
             let shutting_down = *shutdown.borrow();
             if serve_h1(&self.streams, &mut session, keepalive, shutting_down).await {
