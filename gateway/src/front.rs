@@ -58,13 +58,9 @@ fn scheme(session: &Session) -> Scheme {
     }
 }
 
-/// True when the client connection is TLS.
-pub(crate) fn is_tls(session: &Session) -> bool {
-    is_tls_session(session)
-}
-
-/// True when the client connection of a pingora-core session is TLS.
-pub(crate) fn is_tls_session(session: &pingora::protocols::http::ServerSession) -> bool {
+/// True when the client connection is TLS (a pingora-proxy `Session` derefs to the
+/// pingora-core session this takes).
+pub(crate) fn is_tls(session: &pingora::protocols::http::ServerSession) -> bool {
     session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())

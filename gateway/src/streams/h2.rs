@@ -39,6 +39,17 @@ pub struct SessionWire<S> {
 /// An HTTP/2 stream of a pingora-core session as a [`Wire`].
 pub type H2Wire = SessionWire<ServerSession>;
 
+impl<S> SessionWire<S> {
+    /// The wire of a session whose request came from `origin`.
+    fn new(session: S, origin: &Origin) -> Self {
+        SessionWire {
+            session,
+            tls: origin.scheme == Scheme::Https,
+            aborted: false,
+        }
+    }
+}
+
 fn text(e: Box<pingora::Error>) -> String {
     e.to_string()
 }
@@ -129,19 +140,14 @@ fn serve_h2(
     mut session: ServerSession,
 ) -> impl Future<Output = ()> + Send + '_ {
     let (head, origin) = take_request(&mut session, Protocol::H2);
-    let wire = SessionWire {
-        session,
-        tls: origin.scheme == Scheme::Https,
-        aborted: false,
-    };
-    front.serve(head, wire, origin)
+    front.serve(head, SessionWire::new(session, &origin), origin)
 }
 
 /// The request of a session whose head was read, as the stream front takes it: method, target
 /// and version copied, the header map moved out; and where it came from.
 fn take_request(session: &mut ServerSession, protocol: Protocol) -> (http::request::Parts, Origin) {
     let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-    let tls = crate::front::is_tls_session(session);
+    let tls = crate::front::is_tls(session);
     let req = session.req_header_mut();
     let (mut head, ()) = http::Request::new(()).into_parts();
     head.method = req.method.clone();
@@ -197,11 +203,7 @@ async fn serve_h1(
         session.set_keepalive(Some(keepalive_secs));
     }
     let (head, origin) = take_request(session, Protocol::H1);
-    let mut wire = SessionWire {
-        session,
-        tls: origin.scheme == Scheme::Https,
-        aborted: false,
-    };
+    let mut wire = SessionWire::new(session, &origin);
     front.serve(head, &mut wire, origin).await;
     wire.aborted
 }
