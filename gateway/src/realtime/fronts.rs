@@ -16,7 +16,7 @@ use super::RealtimeService;
 use crate::error::GatewayError;
 use crate::front::PingoraResponseHeaders;
 use crate::pipeline::{Pipeline, RequestCtx};
-use crate::streams::wire::Wire;
+use crate::streams::wire::{response_head, Wire};
 
 fn service(pipeline: &Pipeline) -> Result<Arc<RealtimeService>, GatewayError> {
     pipeline
@@ -107,13 +107,7 @@ pub async fn serve_stream<W: Wire>(
         out.insert(n, v);
     }
     pipeline.on_response(ctx, StatusCode::OK, &mut out);
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = StatusCode::OK;
-    parts.headers = out;
-    if let Err(e) = wire
-        .send_response(Box::new(ResponseHeader::from(parts)))
-        .await
-    {
+    if let Err(e) = wire.send_response(response_head(StatusCode::OK, out)).await {
         tracing::debug!(error = %e, "client went away before the event stream started");
         return Ok((200, 0));
     }

@@ -22,8 +22,8 @@ pub enum Reset {
     Internal,
 }
 
-/// One request stream's downstream side: an HTTP/2 stream of a pingora-core session, or an
-/// HTTP/3 request stream. Every method acts on this stream only; the connection is the
+/// One request stream's downstream side: an HTTP/2 stream or an HTTP/1.1 request of a
+/// pingora-core session, or an HTTP/3 request stream. Every method acts on this stream only; the connection is the
 /// protocol's business.
 pub trait Wire: Send {
     /// The next request body chunk as the client sent it; `None` at the end of the body.
@@ -235,6 +235,14 @@ impl<W: Wire> Downstream<W> {
     }
 }
 
+/// A response head for [`Wire::send_response`] from its status and fields (moved, not copied).
+pub fn response_head(status: StatusCode, headers: HeaderMap) -> Box<ResponseHeader> {
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers = headers;
+    Box::new(ResponseHeader::from(parts))
+}
+
 /// A [`Wire`] as a [`LocalWriter`]: a client that does not take the answer within
 /// `server.write_timeout` is cut, as on the pingora front.
 pub struct WireWriter<'a, W> {
@@ -264,10 +272,7 @@ impl<W: Wire> LocalWriter for WireWriter<'_, W> {
         body: Bytes,
     ) -> Result<(), String> {
         let with_body = !self.head_only && !body.is_empty();
-        let (mut parts, ()) = Response::new(()).into_parts();
-        parts.status = status;
-        parts.headers = headers;
-        let head = Box::new(ResponseHeader::from(parts));
+        let head = response_head(status, headers);
         let wire = &mut *self.wire;
         let written = async {
             wire.send_response(head).await?;
