@@ -1,8 +1,9 @@
-//! The pingora front: HTTP/1.1 and WebSocket (HTTP/2 streams go to [`crate::streams`]), as a
-//! thin [`ProxyHttp`] adapter over the [`Pipeline`] and the attempt [`engine`]. Each phase below only translates
-//! pingora's types: routing, plugins and logging happen in the pipeline; picks, retries, error
-//! classification and outcomes in the engine; the gateway's own answers go through
-//! [`respond`] with [`PingoraWriter`].
+//! The pingora front: HTTP/1.1 requests with a body, upgrades and WebSocket (HTTP/2 streams and
+//! bodiless HTTP/1.1 requests go to [`crate::streams`]), as a thin [`ProxyHttp`] adapter over the
+//! [`Pipeline`] and the attempt [`engine`]. Each phase below only translates pingora's types:
+//! routing, plugins and logging happen in the pipeline; picks, retries, error classification and
+//! outcomes in the engine; the gateway's own answers go through [`respond`] with
+//! [`PingoraWriter`].
 //!
 //! | pingora phase | engine / pipeline call |
 //! |---|---|

@@ -1,10 +1,11 @@
 //! Listeners on pingora's server: TCP `http` (HTTP/1.1 and h2c prior knowledge on one port) and
 //! TCP `https` (TLS via rustls, ALPN `h2` then `http/1.1`).
 //!
-//! One app serves both: [`GatewayApp`] hands HTTP/1.1 sessions to pingora-proxy over
-//! [`PingoraFront`] and HTTP/2 streams to the [`StreamFront`] (pingora-core's sessions, the
-//! front HTTP/3 uses too). pingora runs the listeners on its own runtime threads; [`start`] spawns it on a thread of its
-//! own so the main thread can own signals (see [`crate::shutdown`]).
+//! One app serves both: [`GatewayApp`] hands HTTP/2 streams and bodiless HTTP/1.1 requests to
+//! the [`StreamFront`] (on pingora-core's sessions; the front HTTP/3 uses too) and the other
+//! HTTP/1.1 requests to pingora-proxy over [`PingoraFront`]. pingora runs the listeners on its
+//! own runtime threads; [`start`] spawns it on a thread of its own so the main thread can own
+//! signals (see [`crate::shutdown`]).
 //!
 //! `[server]` limits bound here, at start: `max_connections` (each listener stops accepting at
 //! the cap, so new connections wait in the backlog), `header_read_timeout` (TLS handshake, h2c

@@ -20,8 +20,8 @@
 //!   calls: `upstream_peer` → [`begin_attempt`], `fail_to_connect` / `error_while_proxy` →
 //!   [`failed`] (pingora then re-enters `upstream_peer`), `upstream_response_filter` →
 //!   [`response_head`], `fail_to_proxy` → [`classify`] and the error writer;
-//! - the stream front (`streams/`, HTTP/2 and HTTP/3) and the WebSocket tunnel (`ws_tunnel.rs`) run the loop
-//!   above themselves.
+//! - the stream front (`streams/`: HTTP/2, HTTP/3 and bodiless HTTP/1.1) and the WebSocket
+//!   tunnel (`ws_tunnel.rs`) run the loop above themselves.
 //!
 //! Rules every front gets from here, whatever the protocol:
 //! - **Retries**: a connect failure may be retried for any method (nothing was sent); a reset,

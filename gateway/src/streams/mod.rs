@@ -16,8 +16,9 @@
 //! Why these are served here and not by pingora-proxy: per request, pingora-proxy's phases,
 //! modules and per-stream task cost more than the whole exchange on pingora-core's sessions
 //! (`bench-pingora --core`: HTTP/2 over TLS 1.14× nginx's CPU per request, pingora-proxy's no-op
-//! proxy 1.65–1.74×; HTTP/1.1 1.43–1.52× against 1.76–1.83×; bench/RESULTS.md). Only the wire differs between the two protocols
-//! ([`Wire`]); everything else is this file, the engine and the pipeline.
+//! proxy 1.65–1.74×; HTTP/1.1 1.43–1.52× against 1.76–1.83×; bench/RESULTS.md). Only the wire
+//! differs between the protocols ([`Wire`]); everything else is this file, the engine and the
+//! pipeline.
 //!
 //! Per-request limits: `server.max_request_body` through [`Pipeline::on_request_body`] on every
 //! chunk, `server.body_read_timeout` on each body read, `server.write_timeout` on each response
@@ -222,7 +223,8 @@ impl StreamFront {
                 Err(e) => return self.write_error(&mut down.wire, ctx, e, head_only).await,
             };
             // The first chunk (or the end) tells an empty body from a streamed one; a client that
-            // waits for the response head before sending (bidirectional streaming) is not waited on.
+            // waits for the response head before sending (bidirectional streaming) is not waited
+            // on.
             let peeked = {
                 let mut inspect = inspector(&self.pipeline, ctx);
                 tokio::time::timeout(PEEK_WAIT, down.peek(&mut inspect)).await

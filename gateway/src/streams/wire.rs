@@ -23,8 +23,8 @@ pub enum Reset {
 }
 
 /// One request stream's downstream side: an HTTP/2 stream or an HTTP/1.1 request of a
-/// pingora-core session, or an HTTP/3 request stream. Every method acts on this stream only; the connection is the
-/// protocol's business.
+/// pingora-core session, or an HTTP/3 request stream. Every method acts on this stream only;
+/// the connection is the protocol's business.
 pub trait Wire: Send {
     /// The next request body chunk as the client sent it; `None` at the end of the body.
     fn recv_data(&mut self) -> impl Future<Output = Result<Option<Bytes>, String>> + Send;
