@@ -51,31 +51,39 @@ use crate::pipeline::{Pipeline, Protocol, RequestCtx, Scheme};
 /// How long the front waits for the first request body chunk before connecting upstream.
 const PEEK_WAIT: Duration = Duration::from_millis(50);
 
-/// Hop-by-hop fields, never forwarded in either direction.
-static HOP_BY_HOP: [HeaderName; 7] = [
-    http::header::CONNECTION,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::TE,
-    http::header::PROXY_AUTHENTICATE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
-
-/// Request fields that are hop-by-hop besides [`HOP_BY_HOP`] (as the pingora front drops them
-/// on HTTP/1.1).
-static REQUEST_HOP_BY_HOP: [HeaderName; 3] = [
-    http::header::TRAILER,
-    http::header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("http2-settings"),
-];
-
+/// Hop-by-hop headers never forwarded in either direction.
 fn hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    use http::header::*;
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == TE
+        || name == PROXY_AUTHENTICATE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
+/// The names [`hop_by_hop`] matches.
+fn hop_by_hop_names() -> [HeaderName; 7] {
+    use http::header::*;
+    [
+        CONNECTION,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        TE,
+        PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ]
+}
+
+/// Request fields that are hop-by-hop besides [`hop_by_hop`]'s (as the pingora front drops them
+/// on HTTP/1.1: `Trailer`, `Proxy-Authorization`, `HTTP2-Settings`).
 fn request_hop_by_hop(name: &HeaderName) -> bool {
-    hop_by_hop(name) || REQUEST_HOP_BY_HOP.contains(name)
+    hop_by_hop(name)
+        || name == http::header::TRAILER
+        || name == http::header::PROXY_AUTHORIZATION
+        || name.as_str() == "http2-settings"
 }
 
 /// Where a stream came from.
@@ -315,8 +323,8 @@ impl StreamFront {
             }
             let mut resp = Box::new(resp.clone());
             if resp.headers.keys().any(hop_by_hop) {
-                for name in &HOP_BY_HOP {
-                    resp.remove_header(name);
+                for name in hop_by_hop_names() {
+                    resp.remove_header(&name);
                 }
             }
             self.pipeline
@@ -449,9 +457,12 @@ fn upstream_head(
         for name in nominated {
             headers.remove(name);
         }
-        for name in HOP_BY_HOP.iter().chain(&REQUEST_HOP_BY_HOP) {
+        for name in hop_by_hop_names() {
             headers.remove(name);
         }
+        headers.remove(http::header::TRAILER);
+        headers.remove(http::header::PROXY_AUTHORIZATION);
+        headers.remove("http2-settings");
     }
     let host = match headers.contains_key(http::header::HOST) {
         true => None,
