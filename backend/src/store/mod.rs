@@ -9,7 +9,9 @@
 //! SQLite runs in WAL mode with `synchronous = NORMAL` (a commit survives a process crash; an
 //! OS crash may lose the last commits) and a single writer connection, so writers queue in the
 //! pool instead of failing with `SQLITE_BUSY`; readers use their own connections and never wait
-//! on the writer.
+//! on the writer. Write transactions begin with `BEGIN IMMEDIATE`, so a write lock held
+//! elsewhere for a moment is waited out (`busy_timeout`) rather than answered with
+//! `database is locked` (why, in [`queries`]).
 
 mod postgres;
 mod queries;

@@ -1,7 +1,20 @@
 //! The SQL of every store call, written once and instantiated for SQLite and PostgreSQL by
 //! `store_queries!`. Both databases understand the same text (`$N` parameters, `ON CONFLICT`,
-//! `RETURNING`); the only difference passed in is how a task row is locked for a state change
-//! (`FOR UPDATE` on PostgreSQL; SQLite's single writer connection already serializes writes).
+//! `RETURNING`); what differs is passed in: how a write transaction begins and how a task row is
+//! locked for a state change.
+//!
+//! On SQLite every write transaction is `BEGIN IMMEDIATE`: it takes the database's write lock
+//! before its first statement, where SQLite's busy handler (the store's `busy_timeout`) waits for
+//! a lock held elsewhere. A plain (deferred) `BEGIN` whose first statement reads would take the
+//! lock only at its first write, and SQLite answers such an upgrade `SQLITE_BUSY` at once, busy
+//! timeout or not, whenever another connection holds the lock at that moment — another process
+//! (the `sqlite3` shell, a backup), or one of the store's own read-only connections, which takes
+//! the write lock for an instant when it catches the WAL index mid-update. The second is what
+//! a CI run hit once: an append answered `database is locked` while ten writers and their reads
+//! ran (`tests/sqlite_writers.rs`; the test beside it holds the lock from a second process and
+//! fails without `IMMEDIATE` every time). The single writer connection
+//! already serializes the store's own writes, so no row lock is needed there. PostgreSQL begins
+//! plainly and locks the task row with `FOR UPDATE`.
 
 use std::collections::HashSet;
 
@@ -47,7 +60,7 @@ fn paged<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> Paged<T> {
 }
 
 macro_rules! store_queries {
-    ($store:ty, $db:ty, $lock:literal) => {
+    ($store:ty, $db:ty, $begin:literal, $lock:literal) => {
         impl $store {
             pub(super) async fn ping(&self) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(&self.read).await?;
@@ -59,7 +72,7 @@ macro_rules! store_queries {
                 id: &str,
                 a: &AgentUpsert,
             ) -> Result<Created<Agent>, StoreError> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.write.begin_with($begin).await?;
                 let existed = sqlx::query("SELECT 1 FROM agents WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
@@ -122,7 +135,7 @@ macro_rules! store_queries {
                 owner: &str,
                 now: i64,
             ) -> Result<Created<Session>, StoreError> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.write.begin_with($begin).await?;
                 let created = sqlx::query(
                     "INSERT INTO sessions (id, owner, created_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (id) DO NOTHING",
@@ -179,7 +192,7 @@ macro_rules! store_queries {
                 t: &NewTask,
                 now: i64,
             ) -> Result<Created<Task>, StoreError> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.write.begin_with($begin).await?;
                 let existing: Option<TaskRow> =
                     sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
                         .bind(id)
@@ -271,7 +284,7 @@ macro_rules! store_queries {
                 p: &TaskPatch,
                 now: i64,
             ) -> Result<Task, StoreError> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.write.begin_with($begin).await?;
                 let row: Option<TaskRow> = sqlx::query_as(&format!(
                     "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1{}",
                     $lock
@@ -335,7 +348,7 @@ macro_rules! store_queries {
                     .map(|e| stored_seq(id, e.seq))
                     .collect::<Result<Vec<_>, _>>()?;
                 let texts: Vec<String> = events.iter().map(|e| json_text(&e.data)).collect();
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.write.begin_with($begin).await?;
                 let exists = sqlx::query("SELECT 1 FROM tasks WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
@@ -379,7 +392,7 @@ macro_rules! store_queries {
                     .iter()
                     .map(|e| stored_seq(&e.task_id, e.seq))
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.write.begin_with($begin).await?;
                 let mut named: Vec<&str> = Vec::new();
                 for e in events {
                     if !named.contains(&e.task_id.as_str()) {
@@ -466,5 +479,5 @@ macro_rules! store_queries {
     };
 }
 
-store_queries!(SqliteStore, sqlx::Sqlite, "");
-store_queries!(PgStore, sqlx::Postgres, " FOR UPDATE");
+store_queries!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "");
+store_queries!(PgStore, sqlx::Postgres, "BEGIN", " FOR UPDATE");

@@ -11,9 +11,11 @@ use sqlx::sqlite::{
 
 use super::StoreError;
 
-/// How long a connection waits on a lock held by another process before `SQLITE_BUSY`. Within
-/// this process writes never contend (one writer connection); this covers a second process
-/// (e.g. the `sqlite3` shell) holding the file.
+/// How long a write transaction waits for the write lock before `SQLITE_BUSY`. The store's own
+/// writes never contend (one writer connection); the lock can still be held for a moment by one
+/// of the read-only connections (it takes it to re-read a WAL index it caught mid-update) or for
+/// longer by a second process (e.g. the `sqlite3` shell). The wait only happens because writes
+/// begin with `BEGIN IMMEDIATE` (see `queries`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read-only connections (range reads and lists run concurrently with the writer).
 const READERS: u32 = 4;
