@@ -199,3 +199,92 @@ async fn a_write_lock_held_by_another_process_makes_writers_wait_not_fail() {
     let stderr = db.backend.stderr();
     assert!(!stderr.contains("database is locked"), "{stderr}");
 }
+
+/// A write lock held elsewhere past the store's busy timeout (5 s): the write answers 503
+/// `SYS_001` (try again), not 500, stores nothing, and the same call succeeds once the lock is
+/// gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_past_the_busy_timeout_is_503_and_the_retry_stores_once() {
+    let db = common::sqlite().await;
+    let base = db.url();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({"id": "s", "owner": "o"}))
+        .send()
+        .await
+        .expect("session");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = http
+        .post(format!("{base}/v1/tasks"))
+        .json(&json!({"id": "t", "session_id": "s", "tool": "custom", "prompt": "p"}))
+        .send()
+        .await
+        .expect("task");
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let file = db.dir.path().join("db").join("orchestra.db");
+    let mut other = SqliteConnectOptions::new()
+        .filename(&file)
+        .connect()
+        .await
+        .expect("second connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("write lock");
+    let events = json!([
+        {"seq": 1, "kind": "worker:output", "data": "a"},
+        {"seq": 2, "kind": "worker:output", "data": "b"}
+    ]);
+    let r = http
+        .post(format!("{base}/v1/tasks/t/events"))
+        .json(&events)
+        .send()
+        .await
+        .expect("append");
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.expect("json error");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "SYS_001", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("locked")),
+        "{body}"
+    );
+    // Reads go on while the lock is held.
+    let v: serde_json::Value = http
+        .get(format!("{base}/v1/tasks/t/events"))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(common::event_seqs(&v), Vec::<u64>::new());
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("release");
+    other.close().await.expect("close");
+
+    for _ in 0..2 {
+        let r = http
+            .post(format!("{base}/v1/tasks/t/events"))
+            .json(&events)
+            .send()
+            .await
+            .expect("retry");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let v: serde_json::Value = http
+        .get(format!("{base}/v1/tasks/t/events"))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(common::event_seqs(&v), vec![1, 2]);
+}

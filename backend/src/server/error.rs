@@ -23,7 +23,8 @@ pub enum ApiError {
     /// The method is not served on this path: 405 `PARAM_001`.
     #[error("{0}")]
     MethodNotAllowed(String),
-    /// The database failed: 503 `SYS_001` (the caller retries).
+    /// The database cannot take the call now (no connection, locked past the busy timeout):
+    /// 503 `SYS_001` (the caller retries).
     #[error("{0}")]
     Unavailable(String),
     /// Anything else: 500 `SYS_001`.
@@ -52,7 +53,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             StoreError::Invalid(_) => ApiError::BadRequest(e.to_string()),
-            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+            _ if e.is_transient() => {
                 tracing::error!(error = %e, "database unavailable");
                 ApiError::Unavailable(e.to_string())
             }

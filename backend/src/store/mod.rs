@@ -91,6 +91,33 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when the database is there but could not take this call now, and the same call
+    /// later should succeed: the pool had no free connection in time, the connection failed,
+    /// SQLite's write lock stayed held past the busy timeout (`SQLITE_BUSY`, `SQLITE_LOCKED`
+    /// and their extended codes), or PostgreSQL aborted the transaction on a serialization
+    /// failure, a deadlock or a lock it could not get (`40001`, `40P01`, `55P03`).
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // Extended result codes keep the primary code in the low byte.
+                    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                } else {
+                    matches!(code, "40001" | "40P01" | "55P03")
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A page request on a list: at most `limit` rows with ids after `after`.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
