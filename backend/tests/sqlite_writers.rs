@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,31 +91,9 @@ async fn ten_concurrent_writers_never_see_database_is_locked() {
     assert!(!stderr.to_lowercase().contains("busy"), "{stderr}");
 }
 
-/// Another process holding SQLite's write lock for a moment (the `sqlite3` shell, a backup, or a
-/// reader of the backend's own pool that caught the WAL index mid-update and briefly takes the
-/// write lock to re-read it): every kind of write — the ones that read before they write
-/// (append, task creation, state change) included — waits for the lock within the busy timeout
-/// instead of answering `database is locked`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_lock_held_by_another_process_makes_writers_wait_not_fail() {
-    let db = common::sqlite().await;
-    let base = db.url();
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/v1/sessions"))
-        .json(&json!({"id": "s", "owner": "o"}))
-        .send()
-        .await
-        .expect("session");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = http
-        .post(format!("{base}/v1/tasks"))
-        .json(&json!({"id": "t", "session_id": "s", "tool": "custom", "prompt": "p"}))
-        .send()
-        .await
-        .expect("task");
-    assert_eq!(r.status(), StatusCode::CREATED);
-
+/// A second connection (in this test process, not the backend's) holding SQLite's write lock
+/// on `db`'s file until it is committed.
+async fn hold_write_lock(db: &common::Db) -> SqliteConnection {
     let file = db.dir.path().join("db").join("orchestra.db");
     let mut other = SqliteConnectOptions::new()
         .filename(&file)
@@ -126,50 +104,51 @@ async fn a_write_lock_held_by_another_process_makes_writers_wait_not_fail() {
         .execute(&mut other)
         .await
         .expect("write lock");
+    other
+}
 
-    let append = tokio::spawn({
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let r = http
-                .post(format!("{base}/v1/tasks/t/events"))
-                .json(&json!([{"seq": 1, "kind": "worker:output", "data": "x"}]))
-                .send()
-                .await
-                .expect("append");
-            (r.status(), r.text().await.unwrap_or_default())
-        }
-    });
-    let create = tokio::spawn({
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let r = http
-                .post(format!("{base}/v1/tasks"))
-                .json(&json!({"id": "t2", "session_id": "s", "tool": "custom", "prompt": "p"}))
-                .send()
-                .await
-                .expect("create");
-            (r.status(), r.text().await.unwrap_or_default())
-        }
-    });
-    let patch = tokio::spawn({
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let r = http
-                .patch(format!("{base}/v1/tasks/t"))
-                .json(&json!({"state": "assigned", "agent_id": "a"}))
-                .send()
-                .await
-                .expect("patch");
-            (r.status(), r.text().await.unwrap_or_default())
-        }
-    });
-    // Long enough for the three requests to reach the store; well inside its busy timeout.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+/// Releases what [`hold_write_lock`] took.
+async fn release(mut other: SqliteConnection) {
     sqlx::query("COMMIT")
         .execute(&mut other)
         .await
         .expect("release");
     other.close().await.expect("close");
+}
+
+/// Another process holding SQLite's write lock for a moment (the `sqlite3` shell, a backup, or a
+/// reader of the backend's own pool that caught the WAL index mid-update and briefly takes the
+/// write lock to re-read it): every kind of write — the ones that read before they write
+/// (append, task creation, state change) included — waits for the lock within the busy timeout
+/// instead of answering `database is locked`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_by_another_process_makes_writers_wait_not_fail() {
+    let db = common::sqlite().await;
+    let base = db.url();
+    common::session_with_task(&base, "s", "t").await;
+    let other = hold_write_lock(&db).await;
+    let send = |method: Method, path: &str, body: serde_json::Value| {
+        let url = format!("{base}{path}");
+        tokio::spawn(async move { common::call(method, &url, Some(body)).await })
+    };
+    let append = send(
+        Method::POST,
+        "/v1/tasks/t/events",
+        json!([{"seq": 1, "kind": "worker:output", "data": "x"}]),
+    );
+    let create = send(
+        Method::POST,
+        "/v1/tasks",
+        json!({"id": "t2", "session_id": "s", "tool": "custom", "prompt": "p"}),
+    );
+    let patch = send(
+        Method::PATCH,
+        "/v1/tasks/t",
+        json!({"state": "assigned", "agent_id": "a"}),
+    );
+    // Long enough for the three requests to reach the store; well inside its busy timeout.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    release(other).await;
 
     let (status, body) = append.await.expect("append task");
     assert_eq!(status, StatusCode::OK, "append: {body}");
@@ -178,23 +157,9 @@ async fn a_write_lock_held_by_another_process_makes_writers_wait_not_fail() {
     let (status, body) = patch.await.expect("patch task");
     assert_eq!(status, StatusCode::OK, "patch: {body}");
 
-    let v: serde_json::Value = http
-        .get(format!("{base}/v1/tasks/t/events"))
-        .send()
-        .await
-        .expect("read")
-        .json()
-        .await
-        .expect("json");
+    let (_, v) = common::call(Method::GET, &format!("{base}/v1/tasks/t/events"), None).await;
     assert_eq!(common::event_seqs(&v), vec![1]);
-    let v: serde_json::Value = http
-        .get(format!("{base}/v1/tasks/t"))
-        .send()
-        .await
-        .expect("read")
-        .json()
-        .await
-        .expect("json");
+    let (_, v) = common::call(Method::GET, &format!("{base}/v1/tasks/t"), None).await;
     assert_eq!(v["state"], "assigned", "{v}");
     let stderr = db.backend.stderr();
     assert!(!stderr.contains("database is locked"), "{stderr}");
@@ -207,84 +172,26 @@ async fn a_write_lock_held_by_another_process_makes_writers_wait_not_fail() {
 async fn a_write_lock_held_past_the_busy_timeout_is_503_and_the_retry_stores_once() {
     let db = common::sqlite().await;
     let base = db.url();
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/v1/sessions"))
-        .json(&json!({"id": "s", "owner": "o"}))
-        .send()
-        .await
-        .expect("session");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = http
-        .post(format!("{base}/v1/tasks"))
-        .json(&json!({"id": "t", "session_id": "s", "tool": "custom", "prompt": "p"}))
-        .send()
-        .await
-        .expect("task");
-    assert_eq!(r.status(), StatusCode::CREATED);
-
-    let file = db.dir.path().join("db").join("orchestra.db");
-    let mut other = SqliteConnectOptions::new()
-        .filename(&file)
-        .connect()
-        .await
-        .expect("second connection");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .expect("write lock");
+    common::session_with_task(&base, "s", "t").await;
+    let other = hold_write_lock(&db).await;
     let events = json!([
         {"seq": 1, "kind": "worker:output", "data": "a"},
         {"seq": 2, "kind": "worker:output", "data": "b"}
     ]);
-    let r = http
-        .post(format!("{base}/v1/tasks/t/events"))
-        .json(&events)
-        .send()
-        .await
-        .expect("append");
-    let status = r.status();
-    let body: serde_json::Value = r.json().await.expect("json error");
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["error"]["code"], "SYS_001", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("locked")),
-        "{body}"
-    );
+    let append = format!("{base}/v1/tasks/t/events");
+    let (status, v) = common::call(Method::POST, &append, Some(events.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(common::error_of(&v, "SYS_001").contains("locked"), "{v}");
     // Reads go on while the lock is held.
-    let v: serde_json::Value = http
-        .get(format!("{base}/v1/tasks/t/events"))
-        .send()
-        .await
-        .expect("read")
-        .json()
-        .await
-        .expect("json");
+    let (status, v) = common::call(Method::GET, &append, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(common::event_seqs(&v), Vec::<u64>::new());
-    sqlx::query("COMMIT")
-        .execute(&mut other)
-        .await
-        .expect("release");
-    other.close().await.expect("close");
+    release(other).await;
 
     for _ in 0..2 {
-        let r = http
-            .post(format!("{base}/v1/tasks/t/events"))
-            .json(&events)
-            .send()
-            .await
-            .expect("retry");
-        assert_eq!(r.status(), StatusCode::OK);
+        let (status, v) = common::call(Method::POST, &append, Some(events.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
     }
-    let v: serde_json::Value = http
-        .get(format!("{base}/v1/tasks/t/events"))
-        .send()
-        .await
-        .expect("read")
-        .json()
-        .await
-        .expect("json");
+    let (_, v) = common::call(Method::GET, &append, None).await;
     assert_eq!(common::event_seqs(&v), vec![1, 2]);
 }

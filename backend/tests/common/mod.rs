@@ -77,6 +77,24 @@ pub async fn postgres() -> Db {
     }
 }
 
+/// Creates session `session` (owner `o`) and a `custom` task `task` in it.
+pub async fn session_with_task(base: &str, session: &str, task: &str) {
+    let (s, v) = call(
+        Method::POST,
+        &format!("{base}/v1/sessions"),
+        Some(json!({"id": session, "owner": "o"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = call(
+        Method::POST,
+        &format!("{base}/v1/tasks"),
+        Some(json!({"id": task, "session_id": session, "tool": "custom", "prompt": "p"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
 /// Sends `body` (JSON unless it is a raw string) and returns status and JSON answer.
 pub async fn call(method: Method, url: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut req = Client::new().request(method, url);
