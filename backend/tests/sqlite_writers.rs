@@ -94,9 +94,8 @@ async fn ten_concurrent_writers_never_see_database_is_locked() {
 /// A second connection (in this test process, not the backend's) holding SQLite's write lock
 /// on `db`'s file until it is committed.
 async fn hold_write_lock(db: &common::Db) -> SqliteConnection {
-    let file = db.dir.path().join("db").join("orchestra.db");
     let mut other = SqliteConnectOptions::new()
-        .filename(&file)
+        .filename(db.sqlite_file())
         .connect()
         .await
         .expect("second connection");

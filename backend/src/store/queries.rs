@@ -12,9 +12,9 @@
 //! the write lock for an instant when it catches the WAL index mid-update. The second is what
 //! a CI run hit once: an append answered `database is locked` while ten writers and their reads
 //! ran (`tests/sqlite_writers.rs`; the test beside it holds the lock from a second process and
-//! fails without `IMMEDIATE` every time). The single writer connection
-//! already serializes the store's own writes, so no row lock is needed there. PostgreSQL begins
-//! plainly and locks the task row with `FOR UPDATE`.
+//! fails without `IMMEDIATE` every time). The single writer connection already serializes the
+//! store's own writes, so no row lock is needed there. PostgreSQL begins plainly and locks the
+//! task row with `FOR UPDATE`.
 
 use std::collections::HashSet;
 

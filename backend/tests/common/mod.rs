@@ -19,6 +19,15 @@ impl Db {
     pub fn url(&self) -> String {
         self.backend.url()
     }
+
+    /// The SQLite file of a [`sqlite`] backend.
+    pub fn sqlite_file(&self) -> std::path::PathBuf {
+        sqlite_file(self.dir.path())
+    }
+}
+
+fn sqlite_file(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("db").join("orchestra.db")
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_orchestra-backend");
@@ -50,7 +59,7 @@ pub fn event_seqs(answer: &Value) -> Vec<u64> {
 /// A backend on a fresh SQLite file.
 pub async fn sqlite() -> Db {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}/db/orchestra.db", dir.path().display());
+    let url = format!("sqlite://{}", sqlite_file(dir.path()).display());
     let backend = BackendProcess::start(BIN, url)
         .await
         .expect("backend starts");
@@ -77,7 +86,7 @@ pub async fn postgres() -> Db {
     }
 }
 
-/// Creates session `session` (owner `o`) and a `custom` task `task` in it.
+/// Creates session `session` (owner `o`) and task `task` in it ([`new_task`]).
 pub async fn session_with_task(base: &str, session: &str, task: &str) {
     let (s, v) = call(
         Method::POST,
@@ -86,12 +95,7 @@ pub async fn session_with_task(base: &str, session: &str, task: &str) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = call(
-        Method::POST,
-        &format!("{base}/v1/tasks"),
-        Some(json!({"id": task, "session_id": session, "tool": "custom", "prompt": "p"})),
-    )
-    .await;
+    let (s, v) = new_task(base, task, session).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
@@ -276,7 +280,8 @@ pub async fn sessions(base: &str) {
     assert_eq!(bob, ["s-3"]);
 }
 
-async fn new_task(base: &str, id: &str, session: &str) -> (StatusCode, Value) {
+/// Posts task `id` (`custom`, requires `custom`, priority 2) in `session`.
+pub async fn new_task(base: &str, id: &str, session: &str) -> (StatusCode, Value) {
     call(
         Method::POST,
         &format!("{base}/v1/tasks"),
