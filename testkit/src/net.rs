@@ -13,6 +13,19 @@ pub fn free_addr() -> std::io::Result<SocketAddr> {
     listener.local_addr()
 }
 
+/// Returns `n` distinct `127.0.0.1` addresses whose ports were free a moment ago.
+///
+/// Each port is held until all `n` are picked, so two of them can never be the same port (the
+/// kernel may hand a just-released port to the next `127.0.0.1:0` bind, which is how calling
+/// [`free_addr`] once per listener gave one gateway the same port for two listeners). The
+/// caveat of [`free_addr`] about other processes still holds.
+pub fn free_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(TcpListener::local_addr).collect()
+}
+
 /// TCP sockets bound by [`closed_addr`], kept until the process exits.
 static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
 

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::net::free_addr;
+use crate::net::free_addrs;
 
 pub(crate) const POLL: Duration = Duration::from_millis(25);
 const MAX_ATTEMPTS: usize = 3;
@@ -137,13 +137,10 @@ impl GatewayProcess {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let http = free_addr()?;
-            let https = if b.https { Some(free_addr()?) } else { None };
-            let admin = if b.wants_admin() {
-                Some(free_addr()?)
-            } else {
-                None
-            };
+            let addrs = free_addrs(3)?;
+            let http = addrs[0];
+            let https = b.https.then_some(addrs[1]);
+            let admin = b.wants_admin().then_some(addrs[2]);
             let subs = builder::Substitutions {
                 http: http.to_string(),
                 https: https.map(|a| a.to_string()).unwrap_or_default(),
