@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::admin::*;
 use common::launch::AdminGateway;
 use common::*;
-use testkit::net::free_addr;
+use testkit::net::closed_addr;
 use testkit::EchoServer;
 
 #[derive(Debug, Default)]
@@ -387,7 +387,7 @@ async fn reload_subcommand_rereads_the_file_and_reports_errors() {
     assert_served_by(&client, &gw.http_url("/two"), "e").await;
 
     // Nothing listening: non-zero exit with a message.
-    let closed = format!("http://{}", free_addr().expect("addr"));
+    let closed = format!("http://{}", closed_addr().expect("addr"));
     let out = cli(&["reload", "--admin", &closed], &[]).await;
     assert!(!out.status.success(), "{}", describe_output(&out));
     assert!(!out.stderr.is_empty(), "{}", describe_output(&out));

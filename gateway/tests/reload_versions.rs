@@ -7,7 +7,7 @@ mod common;
 use common::admin::*;
 use common::launch::AdminGateway;
 use common::*;
-use testkit::net::free_addr;
+use testkit::net::{closed_addr, free_addr};
 use testkit::EchoServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +177,7 @@ async fn restart_needed_is_relative_to_what_the_process_runs() {
 async fn unchanged_upstream_keeps_its_counters_and_a_changed_one_starts_fresh() {
     let echo_u = EchoServer::start("U").await.expect("echo");
     let echo_w = EchoServer::start("W").await.expect("echo");
-    let down = free_addr().expect("closed addr");
+    let down = closed_addr().expect("closed addr");
     let body = ConfigBody::new()
         .service("u", echo_u.addr(), "ru", "/u")
         .service("w", echo_w.addr(), "rw", "/w")

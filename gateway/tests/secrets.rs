@@ -122,7 +122,10 @@ async fn planted_secrets_appear_in_no_output() {
     .expect("write");
     let echo = EchoServer::start("e").await.expect("echo");
     let hook = WebhookReceiver::start().await.expect("receiver");
-    let dead = format!("http://{}", testkit::net::free_addr().expect("free port"));
+    let dead = format!(
+        "http://{}",
+        testkit::net::closed_addr().expect("closed port")
+    );
     let body = body(&echo, files.path(), &hook.url(""), &dead);
     let gw = gateway()
         .admin_token(ADMIN_TOKEN)
